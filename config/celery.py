@@ -1,0 +1,26 @@
+"""The Celery application. Configuration comes from Django settings (CELERY_*)."""
+
+import os
+from pathlib import Path
+
+from celery import Celery
+from celery.signals import worker_init
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("directory")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+def ensure_filesystem_broker_dirs() -> None:
+    """Create the folders kombu's filesystem transport reads and writes."""
+    from django.conf import settings
+
+    if settings.CELERY_BROKER_URL == "filesystem://":
+        Path(settings.CELERY_FILESYSTEM_BROKER_DIR).mkdir(parents=True, exist_ok=True)
+
+
+@worker_init.connect
+def _prepare_worker(**_: object) -> None:
+    ensure_filesystem_broker_dirs()

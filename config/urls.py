@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+admin.site.site_header = "Identity directory"
+admin.site.site_title = "Identity directory"
+admin.site.index_title = "Directory administration"
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("scim/v2/", include("scim_api.urls")),
+]

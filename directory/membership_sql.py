@@ -1,0 +1,117 @@
+"""Set-based membership statements: many members in one statement, and only the rows that changed back.
+
+Django's bulk_create(ignore_conflicts=True) cannot say which rows it inserted,
+and a plain delete() cannot say which it removed; the outbox needs exactly
+those. PostgreSQL gets one statement whatever the number of members (arrays
+through unnest/ANY); SQLite, which has no arrays, gets chunks that stay under
+its bound-parameter limit.
+"""
+
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from django.db import connection
+from django.utils import timezone
+
+from directory.models import Group, Membership
+
+MemberColumn = Literal["member_user_id", "member_group_id"]
+
+_SQLITE_CHUNK = 500
+
+
+def _chunks(ids: Sequence[uuid.UUID]) -> Iterator[Sequence[uuid.UUID]]:
+    for start in range(0, len(ids), _SQLITE_CHUNK):
+        yield ids[start : start + _SQLITE_CHUNK]
+
+
+def _prep(value: uuid.UUID) -> object:
+    # SQLite keeps UUIDs as 32 hex characters; PostgreSQL as its uuid type.
+    return Group._meta.pk.get_db_prep_value(value, connection)  # type: ignore[union-attr]
+
+
+def _to_uuid(value: object) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def insert_members(*, group_id: uuid.UUID, column: MemberColumn, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Insert (group, member) rows, skipping existing ones; return the members actually added."""
+    if not ids:
+        return []
+    table = Membership._meta.db_table
+    now = timezone.now()
+    added: list[uuid.UUID] = []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO {table} (group_id, {column}, created) "
+                f"SELECT %s, member, %s FROM unnest(%s::uuid[]) AS member "
+                f"ON CONFLICT DO NOTHING RETURNING {column}",
+                [group_id, now, list(ids)],
+            )
+            added.extend(_to_uuid(row[0]) for row in cursor.fetchall())
+        else:
+            created = connection.ops.adapt_datetimefield_value(now)
+            group = _prep(group_id)
+            for chunk in _chunks(ids):
+                rows = ", ".join(["(%s, %s, %s)"] * len(chunk))
+                params: list[object] = []
+                for member in chunk:
+                    params.extend([group, _prep(member), created])
+                cursor.execute(
+                    f"INSERT INTO {table} (group_id, {column}, created) VALUES {rows} "
+                    f"ON CONFLICT DO NOTHING RETURNING {column}",
+                    params,
+                )
+                added.extend(_to_uuid(row[0]) for row in cursor.fetchall())
+    return added
+
+
+def delete_members(*, group_id: uuid.UUID, column: MemberColumn, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Delete (group, member) rows; return the members actually removed."""
+    if not ids:
+        return []
+    table = Membership._meta.db_table
+    removed: list[uuid.UUID] = []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"DELETE FROM {table} WHERE group_id = %s AND {column} = ANY(%s::uuid[]) RETURNING {column}",
+                [group_id, list(ids)],
+            )
+            removed.extend(_to_uuid(row[0]) for row in cursor.fetchall())
+        else:
+            group = _prep(group_id)
+            for chunk in _chunks(ids):
+                marks = ", ".join(["%s"] * len(chunk))
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE group_id = %s AND {column} IN ({marks}) RETURNING {column}",
+                    [group, *(_prep(member) for member in chunk)],
+                )
+                removed.extend(_to_uuid(row[0]) for row in cursor.fetchall())
+    return removed
+
+
+def nested_group_reaches(*, start_ids: Sequence[uuid.UUID], target_id: uuid.UUID) -> bool:
+    """Whether `target_id` is among the groups nested (at any depth) inside any of `start_ids`.
+
+    One recursive query; UNION (not UNION ALL) makes it terminate even on a
+    cycle that predates the check.
+    """
+    if not start_ids:
+        return False
+    table = Membership._meta.db_table
+    marks = ", ".join(["%s"] * len(start_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH RECURSIVE nested(id) AS ("
+            f"  SELECT member_group_id FROM {table}"
+            f"   WHERE group_id IN ({marks}) AND member_group_id IS NOT NULL"
+            f"  UNION"
+            f"  SELECT m.member_group_id FROM {table} m JOIN nested n ON m.group_id = n.id"
+            f"   WHERE m.member_group_id IS NOT NULL"
+            f") SELECT 1 FROM nested WHERE id = %s LIMIT 1",
+            [*(_prep(group) for group in start_ids), _prep(target_id)],
+        )
+        return cursor.fetchone() is not None

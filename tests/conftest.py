@@ -1,0 +1,33 @@
+import pytest
+from django.contrib.auth import get_user_model
+
+from directory.actors import Actor
+from tests.factories import GroupFactory, UserFactory
+
+
+@pytest.fixture
+def actor() -> Actor:
+    return Actor.operator(id=1, name="alice-operator")
+
+
+@pytest.fixture
+def user_factory() -> type[UserFactory]:
+    return UserFactory
+
+
+@pytest.fixture
+def group_factory() -> type[GroupFactory]:
+    return GroupFactory
+
+
+@pytest.fixture
+def operator_user(db):  # type: ignore[no-untyped-def]
+    return get_user_model().objects.create_superuser(
+        "operator", "operator@example.com", "correct-horse-battery"
+    )
+
+
+@pytest.fixture
+def admin_client_logged_in(client, operator_user):  # type: ignore[no-untyped-def]
+    client.force_login(operator_user)
+    return client
