@@ -152,16 +152,21 @@ def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]
     )
 
 
+# Row locks are FOR NO KEY UPDATE: they serialise writers of the same object
+# but not the foreign-key checks of rows that merely reference it (a
+# membership naming this group as a member), which would otherwise deadlock.
+
+
 def _lock_user(user_id: uuid.UUID) -> User:
     try:
-        return User.objects.select_for_update().get(pk=user_id)
+        return User.objects.select_for_update(no_key=True).get(pk=user_id)
     except (User.DoesNotExist, ValueError, TypeError):
         raise ObjectNotFound(f"User {user_id} not found") from None
 
 
 def _lock_group(group_id: uuid.UUID) -> Group:
     try:
-        return Group.objects.select_for_update().get(pk=group_id)
+        return Group.objects.select_for_update(no_key=True).get(pk=group_id)
     except (Group.DoesNotExist, ValueError, TypeError):
         raise ObjectNotFound(f"Group {group_id} not found") from None
 
@@ -453,6 +458,7 @@ def group_create(
     }
     ChangeEvent.objects.create(**_event_fields(group, ChangeEvent.Kind.CREATED))
     _audit(actor, "create", group, changes)
+    # A group nobody can see yet cannot close a cycle: no nesting lock needed.
     if member_user_ids or member_group_ids:
         _add_members(actor, group, member_user_ids, member_group_ids, bump_version=False)
     return group
@@ -522,7 +528,8 @@ def _missing(model: type[User] | type[Group], ids: list[uuid.UUID]) -> list[uuid
 def _lock_nesting() -> None:
     # Two transactions nesting A in B and B in A could each pass the cycle
     # check alone; on PostgreSQL one transaction-scoped advisory lock makes
-    # nesting edits take turns. SQLite already serialises writers.
+    # nesting edits take turns. SQLite already serialises writers. Taken
+    # before any row lock, so that every nesting edit locks in the same order.
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('directory.group_nesting'))")
@@ -543,7 +550,6 @@ def _add_members(
             f"No such member(s): {', '.join(str(member) for member in missing)}", field="members"
         )
     if groups:
-        _lock_nesting()
         if group.pk in groups or membership_sql.nested_group_reaches(start_ids=groups, target_id=group.pk):
             raise MembershipCycle(
                 f"Adding these groups to {group.display_name!r} would make it contain itself", field="members"
@@ -603,6 +609,8 @@ def membership_add(
     Costs the same handful of statements whatever the group's size: the
     group's members are never loaded. Returns how many were actually added.
     """
+    if group_ids:
+        _lock_nesting()
     group = _lock_group(group_id)
     _check_version(group, expected_version)
     return _add_members(actor, group, user_ids, group_ids)
