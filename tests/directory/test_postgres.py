@@ -42,7 +42,8 @@ def _wait_until_blocked(timeout: float = 5.0) -> None:
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
             )
             if cursor.fetchone()[0] > 0:
                 return
@@ -126,7 +127,8 @@ def test_two_transactions_adding_the_same_member_end_with_one_membership_and_no_
     thread_one.join(10)
     thread_two.join(10)
 
-    assert "error" not in one and "error" not in two, (one, two)
+    assert "error" not in one, one
+    assert "error" not in two, two
     assert sorted([one["result"], two["result"]]) == [0, 1]
     assert Membership.objects.filter(group=group, member_user=user).count() == 1
     assert ChangeEvent.objects.filter(kind="member_added", member_id=user.pk).count() == 1
