@@ -103,6 +103,9 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
 elif _database["ENGINE"] == "django.db.backends.postgresql":
     _database.setdefault("OPTIONS", {})
     _database["CONN_HEALTH_CHECKS"] = True
+if env_str("TEST_DATABASE_NAME"):
+    # Lets two test runs share one PostgreSQL server without clobbering each other.
+    _database["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME")}
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -159,6 +159,9 @@ class UserAdmin(admin.ModelAdmin):
 
     def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
         actor = operator(request)
+        for formset in formsets:
+            # The admin's history message reads these, which formset.save() would have set.
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         values = next(
             (fs.values() for fs in formsets if isinstance(fs, UserValueFormSet) and fs.has_changed()), None
         )

@@ -74,9 +74,17 @@ class User(models.Model):
         verbose_name = "user"
         constraints = [
             # RFC 7643: userName is unique and caseExact=false.
-            models.UniqueConstraint(Lower("user_name"), name="directory_user_username_ci_unique"),
+            models.UniqueConstraint(
+                Lower("user_name"),
+                name="directory_user_username_ci_unique",
+                violation_error_message="A user with this userName already exists (ignoring case).",
+            ),
             models.CheckConstraint(condition=~Q(user_name=""), name="directory_user_username_not_empty"),
-            models.CheckConstraint(condition=~Q(manager=F("id")), name="directory_user_not_own_manager"),
+            models.CheckConstraint(
+                condition=~Q(manager=F("id")),
+                name="directory_user_not_own_manager",
+                violation_error_message="A user cannot be their own manager.",
+            ),
         ]
         indexes = [
             models.Index(fields=["external_id"], name="directory_user_external_id"),
@@ -177,7 +185,11 @@ class Group(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(Lower("display_name"), name="directory_group_displayname_ci_unique"),
+            models.UniqueConstraint(
+                Lower("display_name"),
+                name="directory_group_displayname_ci_unique",
+                violation_error_message="A group with this displayName already exists (ignoring case).",
+            ),
             models.CheckConstraint(
                 condition=~Q(display_name=""), name="directory_group_displayname_not_empty"
             ),

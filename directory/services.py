@@ -102,6 +102,8 @@ def _check_types(model: type[User] | type[Group], values: Mapping[str, Any]) -> 
             if not isinstance(value, bool):
                 raise InvalidValue(f"{field.verbose_name} must be a boolean, got {value!r}", field=name)
         elif isinstance(field, models.JSONField):
+            if value is None:
+                value = {}
             if not isinstance(value, dict):
                 raise InvalidValue(f"{field.verbose_name} must be an object", field=name)
         elif isinstance(field, (models.CharField, models.TextField)):
