@@ -181,6 +181,15 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "scim_api.exceptions.exception_handler",
+}
+
+# Read through scim_api.conf.scim_setting; see its DEFAULTS for every key.
+SCIM_API = {
+    "DEFAULT_PAGE_SIZE": env_int("SCIM_DEFAULT_PAGE_SIZE", 100, minimum=1),
+    "MAX_PAGE_SIZE": env_int("SCIM_MAX_PAGE_SIZE", 1000, minimum=1),
+    "USER_PATCH_RETURNS_RESOURCE": env_bool("SCIM_USER_PATCH_RETURNS_RESOURCE", True),
+    "GROUP_PATCH_RETURNS_RESOURCE": env_bool("SCIM_GROUP_PATCH_RETURNS_RESOURCE", False),
 }
 
 # Read through directory.conf.directory_settings, never at import time.

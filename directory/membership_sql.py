@@ -115,3 +115,28 @@ def nested_group_reaches(*, start_ids: Sequence[uuid.UUID], target_id: uuid.UUID
             [*(_prep(group) for group in start_ids), _prep(target_id)],
         )
         return cursor.fetchone() is not None
+
+
+def user_memberships(*, user_ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, uuid.UUID, str, bool]]:
+    """(user id, group id, group display name, direct?) for every group the users belong to, at any depth.
+
+    One recursive query for a whole page of users: direct memberships, then
+    the groups that contain those groups, and so on.
+    """
+    if not user_ids:
+        return []
+    table, groups = Membership._meta.db_table, Group._meta.db_table
+    marks = ", ".join(["%s"] * len(user_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH RECURSIVE member_of(user_id, group_id, direct) AS ("
+            f"  SELECT member_user_id, group_id, 1 FROM {table} WHERE member_user_id IN ({marks})"
+            f"  UNION"
+            f"  SELECT o.user_id, m.group_id, 0 FROM {table} m"
+            f"   JOIN member_of o ON m.member_group_id = o.group_id"
+            f") SELECT o.user_id, o.group_id, g.display_name, MAX(o.direct) FROM member_of o"
+            f"  JOIN {groups} g ON g.id = o.group_id"
+            f"  GROUP BY o.user_id, o.group_id, g.display_name ORDER BY g.display_name",
+            [_prep(user) for user in user_ids],
+        )
+        return [(_to_uuid(u), _to_uuid(g), name, bool(direct)) for u, g, name, direct in cursor.fetchall()]

@@ -1,6 +1,7 @@
 """Reads shared by the front doors (SCIM API, admin) and provisioning."""
 
 import uuid
+from collections.abc import Sequence
 
 from django.db.models import Count, QuerySet
 
@@ -14,9 +15,13 @@ def user_list() -> QuerySet[User]:
     return User.objects.with_values().select_related("manager").order_by("created", "id")
 
 
-def user_get(*, user_id: uuid.UUID | str) -> User:
+def user_get(*, user_id: uuid.UUID | str, for_update: bool = False) -> User:
+    """One user with its values; `for_update` locks the row (inside a transaction) for a read-modify-write."""
+    users = user_list()
+    if for_update:
+        users = users.select_for_update(no_key=True, of=("self",))
     try:
-        return user_list().get(pk=user_id)
+        return users.get(pk=user_id)
     except (User.DoesNotExist, ValueError, TypeError):
         raise ObjectNotFound(f"User {user_id} not found") from None
 
@@ -33,9 +38,10 @@ def group_list(*, with_member_count: bool = False) -> QuerySet[Group]:
     return groups
 
 
-def group_get(*, group_id: uuid.UUID | str) -> Group:
+def group_get(*, group_id: uuid.UUID | str, for_update: bool = False) -> Group:
+    groups = Group.objects.select_for_update(no_key=True) if for_update else Group.objects.all()
     try:
-        return Group.objects.get(pk=group_id)
+        return groups.get(pk=group_id)
     except (Group.DoesNotExist, ValueError, TypeError):
         raise ObjectNotFound(f"Group {group_id} not found") from None
 
@@ -54,3 +60,54 @@ def group_nesting_would_cycle(*, group_id: uuid.UUID, member_group_id: uuid.UUID
     return group_id == member_group_id or membership_sql.nested_group_reaches(
         start_ids=[member_group_id], target_id=group_id
     )
+
+
+def user_group_refs(*, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[tuple[uuid.UUID, str, bool]]]:
+    """For each user, (group id, display name, direct?) of every group it belongs to, nesting included."""
+    refs: dict[uuid.UUID, list[tuple[uuid.UUID, str, bool]]] = {user_id: [] for user_id in user_ids}
+    for user_id, group_id, display_name, direct in membership_sql.user_memberships(user_ids=user_ids):
+        refs[user_id].append((group_id, display_name, direct))
+    return refs
+
+
+def group_member_refs(*, group_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[tuple[uuid.UUID, str, str]]]:
+    """For each group, (member id, "User" or "Group", display) of its direct members, in one query."""
+    refs: dict[uuid.UUID, list[tuple[uuid.UUID, str, str]]] = {group_id: [] for group_id in group_ids}
+    rows = (
+        Membership.objects.filter(group_id__in=group_ids)
+        .order_by("id")
+        .values_list(
+            "group_id",
+            "member_user_id",
+            "member_user__display_name",
+            "member_user__user_name",
+            "member_group_id",
+            "member_group__display_name",
+        )
+    )
+    for group_id, user_id, user_display, user_name, member_group_id, group_display in rows:
+        if user_id is not None:
+            refs[group_id].append((user_id, "User", user_display or user_name))
+        else:
+            refs[group_id].append((member_group_id, "Group", group_display))
+    return refs
+
+
+def member_kinds(*, ids: Sequence[uuid.UUID]) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Split ids into (user ids, other ids): for member lists whose elements carry no type (Okta)."""
+    users = set(User.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    return [i for i in ids if i in users], [i for i in ids if i not in users]
+
+
+def group_member_ids(*, group_id: uuid.UUID) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """(user ids, group ids) of a group's direct members: only for a full replace of the member list."""
+    users: set[uuid.UUID] = set()
+    groups: set[uuid.UUID] = set()
+    for user_id, member_group_id in Membership.objects.filter(group_id=group_id).values_list(
+        "member_user_id", "member_group_id"
+    ):
+        if user_id is not None:
+            users.add(user_id)
+        else:
+            groups.add(member_group_id)
+    return users, groups

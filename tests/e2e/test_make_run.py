@@ -102,6 +102,14 @@ def test_make_run_serves_the_admin_with_the_printed_login_and_stops_on_ctrl_c(de
     output.wait_for(r"celery@\S+ ready")
     output.wait_for(r"beat: Starting")
 
+    token = output.wait_for(r"SCIM token \(client 'demo'\): (\S+)").group(1)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/scim/v2/Users", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 200
+        assert b'"totalResults":0' in response.read().replace(b" ", b"")
+
     page = _login(port, credentials.group(1), credentials.group(2))
     assert "Directory administration" in page
     assert "Log out" in page

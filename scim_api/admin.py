@@ -1,0 +1,101 @@
+"""SCIM clients in the operator admin: credentials shown once, dialect rewrite counts per client."""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from scim_api.models import DialectRewrite, ScimClient
+from scim_api.services import scim_client_create, scim_client_rotate
+
+
+class DialectRewriteInline(admin.TabularInline):
+    model = DialectRewrite
+    fields = ["name", "count", "first_seen", "last_seen"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "dialect rewrites (requests this client sent in a non-RFC form, by rewrite)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ScimClientForm(forms.ModelForm):
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, help_text="Days until the token expires; empty for no expiry."
+    )
+
+    class Meta:
+        model = ScimClient
+        fields = ["name", "description", "scope", "revoked"]
+
+
+@admin.register(ScimClient)
+class ScimClientAdmin(admin.ModelAdmin):
+    form = ScimClientForm
+    list_display = ["name", "scope", "revoked", "expires", "last_used", "created"]
+    list_filter = ["scope", "revoked"]
+    search_fields = ["name", "description"]
+    ordering = ["name"]
+    readonly_fields = ["token_lookup", "expires", "created", "last_used"]
+    inlines = [DialectRewriteInline]
+    actions = ["rotate_token", "revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ScimClient, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            days = form.cleaned_data.get("expires_in_days")
+            if days:
+                obj.expires_in(days)
+            obj.save()
+            return
+        client, token = scim_client_create(
+            name=obj.name,
+            scope=obj.scope,
+            description=obj.description,
+            expires_days=form.cleaned_data.get("expires_in_days"),
+        )
+        obj.pk, obj.token_lookup, obj.token_hash, obj.expires = (
+            client.pk,
+            client.token_lookup,
+            client.token_hash,
+            client.expires,
+        )
+        obj._state.adding = False
+        self._show_token(request, client, token)
+
+    @admin.action(description="Issue a new token (the old one stops working)", permissions=["change"])
+    def rotate_token(self, request: HttpRequest, queryset: QuerySet[ScimClient]) -> None:
+        for client in queryset:
+            rotated, token = scim_client_rotate(client_id=client.pk)
+            self._show_token(request, rotated, token)
+
+    @admin.action(description="Revoke the selected clients' tokens", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ScimClient]) -> None:
+        count = queryset.update(revoked=True)
+        self.message_user(request, f"{count} SCIM client token(s) revoked.", messages.SUCCESS)
+
+    def _show_token(self, request: HttpRequest, client: ScimClient, token: str) -> None:
+        self.message_user(
+            request,
+            f"Bearer token for {client.name}: {token} — copy it now; it is stored only as a hash "
+            "and cannot be shown again.",
+            messages.WARNING,
+        )
+
+
+@admin.register(DialectRewrite)
+class DialectRewriteAdmin(admin.ModelAdmin):
+    list_display = ["client", "name", "count", "first_seen", "last_seen"]
+    list_filter = ["name"]
+    list_select_related = ["client"]
+    search_fields = ["client__name", "name"]
+    ordering = ["client__name", "name"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,24 @@
+"""Lazy access to the SCIM_API settings block, with defaults (read per call, never at import)."""
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Index pagination: the page size when `count` is absent, and the largest page served.
+    "DEFAULT_PAGE_SIZE": 100,
+    "MAX_PAGE_SIZE": 1000,
+    # PATCH responses: users answer 200 with the resource (what Microsoft's validator
+    # expects), groups 204 (what Entra recommends: a group may have 100k members).
+    # A request with `attributes` always gets 200 with the resource.
+    "USER_PATCH_RETURNS_RESOURCE": True,
+    "GROUP_PATCH_RETURNS_RESOURCE": False,
+    # A client's `last_used` is written at most this often (seconds).
+    "LAST_USED_RESOLUTION": 60,
+}
+
+
+def scim_setting(name: str) -> Any:
+    if name not in DEFAULTS:
+        raise KeyError(f"Unknown SCIM_API setting {name!r}")
+    return getattr(settings, "SCIM_API", {}).get(name, DEFAULTS[name])

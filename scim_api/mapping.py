@@ -1,0 +1,456 @@
+"""SCIM JSON ⇄ directory data, as pure functions (no queries: callers pass what they loaded).
+
+`*_to_scim` render the full representation (absent values omitted, never
+null); `*_from_scim` turn a full representation (a POST or PUT body, or the
+result of applying a PATCH) into the keyword arguments of directory services.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from directory.exceptions import InvalidValue
+from directory.models import Group, User, UserValue
+from scim_api.schema import (
+    COMMON_SCHEMA,
+    CORE_GROUP,
+    CORE_USER,
+    ENTERPRISE_USER,
+    ENTRA_GROUP,
+    ENTRA_USER,
+    GROUP,
+    USER,
+    Attribute,
+    ResourceType,
+)
+
+# SCIM name → model field, for the single-valued string attributes stored in columns.
+USER_SIMPLE: dict[str, str] = {
+    "externalId": "external_id",
+    "userName": "user_name",
+    "displayName": "display_name",
+    "nickName": "nick_name",
+    "profileUrl": "profile_url",
+    "title": "title",
+    "userType": "user_type",
+    "preferredLanguage": "preferred_language",
+    "locale": "locale",
+    "timezone": "timezone",
+}
+NAME_PARTS: dict[str, str] = {
+    "formatted": "name_formatted",
+    "familyName": "family_name",
+    "givenName": "given_name",
+    "middleName": "middle_name",
+    "honorificPrefix": "honorific_prefix",
+    "honorificSuffix": "honorific_suffix",
+}
+ENTERPRISE_SIMPLE: dict[str, str] = {
+    "employeeNumber": "employee_number",
+    "costCenter": "cost_center",
+    "organization": "organization",
+    "division": "division",
+    "department": "department",
+}
+ADDRESS_PARTS = ("formatted", "streetAddress", "locality", "region", "postalCode", "country")
+MULTI_VALUED = tuple(UserValue.Kind.values)
+# Attributes a client may send but the server owns: ignored on input (RFC 7644 §3.5.1).
+READ_ONLY_KEYS = frozenset({"id", "meta", "groups", "schemas"})
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    """A group a user belongs to, for the User `groups` attribute."""
+
+    id: uuid.UUID
+    display: str
+    direct: bool
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    """A member of a group, for the Group `members` attribute."""
+
+    id: uuid.UUID
+    type: str  # "User" or "Group"
+    display: str
+
+
+@dataclass
+class UserInput:
+    """Keyword arguments for services.user_create / user_update."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    password: str | None = None
+    password_given: bool = False
+
+
+@dataclass
+class GroupInput:
+    fields: dict[str, Any] = field(default_factory=dict)
+    members: list[dict[str, Any]] | None = None
+
+
+def location(base_url: str, resource_type: ResourceType, resource_id: uuid.UUID | str) -> str:
+    return f"{base_url}{resource_type.endpoint}/{resource_id}"
+
+
+def _meta(obj: User | Group, resource_type: ResourceType, base_url: str) -> dict[str, Any]:
+    return {
+        "resourceType": resource_type.name,
+        "created": _timestamp(obj.created),
+        "lastModified": _timestamp(obj.last_modified),
+        "location": location(base_url, resource_type, obj.pk),
+        "version": etag(obj.version),
+    }
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def _timestamp(value: Any) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _put(target: dict[str, Any], key: str, value: Any) -> None:
+    if value not in ("", None, [], {}):
+        target[key] = value
+
+
+# --- users --------------------------------------------------------------------------------
+
+
+def _value_to_scim(value: UserValue) -> dict[str, Any]:
+    element: dict[str, Any] = {}
+    if value.kind == UserValue.Kind.ADDRESSES:
+        for part in ADDRESS_PARTS:
+            _put(element, part, value.address.get(part))
+    else:
+        _put(element, "value", value.value)
+    _put(element, "display", value.display)
+    _put(element, "type", value.type)
+    if value.primary:
+        element["primary"] = True
+    return element
+
+
+def user_to_scim(
+    user: User,
+    *,
+    values: Iterable[UserValue],
+    base_url: str,
+    groups: Iterable[GroupRef] | None = None,
+    manager_display: str | None = None,
+) -> dict[str, Any]:
+    """The full SCIM representation of a user. `groups=None` leaves the attribute out (not loaded)."""
+    resource: dict[str, Any] = {"schemas": [CORE_USER], "id": str(user.pk)}
+    for scim_name, column in USER_SIMPLE.items():
+        _put(resource, scim_name, getattr(user, column))
+    name: dict[str, Any] = {}
+    for scim_name, column in NAME_PARTS.items():
+        _put(name, scim_name, getattr(user, column))
+    _put(resource, "name", name)
+    resource["active"] = user.active
+
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for value in sorted(values, key=lambda v: (v.kind, v.position)):
+        by_kind.setdefault(value.kind, []).append(_value_to_scim(value))
+    for kind in MULTI_VALUED:
+        _put(resource, kind, by_kind.get(kind))
+    if groups is not None:
+        resource["groups"] = [
+            {
+                "value": str(group.id),
+                "$ref": location(base_url, GROUP, group.id),
+                "display": group.display,
+                "type": "direct" if group.direct else "indirect",
+            }
+            for group in groups
+        ]
+
+    enterprise: dict[str, Any] = {}
+    for scim_name, column in ENTERPRISE_SIMPLE.items():
+        _put(enterprise, scim_name, getattr(user, column))
+    if user.manager_id is not None:
+        manager = {"value": str(user.manager_id), "$ref": location(base_url, USER, user.manager_id)}
+        _put(manager, "displayName", manager_display)
+        enterprise["manager"] = manager
+    if enterprise:
+        resource["schemas"].append(ENTERPRISE_USER)
+        resource[ENTERPRISE_USER] = enterprise
+    for urn, data in sorted((user.extensions or {}).items()):
+        if data:
+            resource["schemas"].append(urn)
+            resource[urn] = data
+    resource["meta"] = _meta(user, USER, base_url)
+    return resource
+
+
+def _require(kind: type | tuple[type, ...], value: Any, label: str) -> Any:
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        expected = {"str": "a string", "bool": "a boolean", "dict": "an object", "list": "a list"}.get(
+            names, names
+        )
+        raise InvalidValue(f"{label} must be {expected}, got {value!r}", field=label)
+    return value
+
+
+def _string(value: Any, label: str) -> str:
+    if value is None:
+        return ""
+    return _require(str, value, label)  # type: ignore[no-any-return]
+
+
+def _keys(data: Mapping[str, Any], attribute: Attribute | None, label: str) -> dict[str, Any]:
+    """Match the keys of an object to canonical (sub-)attribute names, ignoring case."""
+    canonical: dict[str, Any] = {}
+    for key, value in data.items():
+        sub = attribute.sub(key) if attribute is not None else None
+        if sub is None:
+            raise InvalidValue(f"'{key}' is not a sub-attribute of {label}", field=label)
+        canonical[sub.name] = value
+    return canonical
+
+
+def _values_from_scim(kind: str, raw: Any) -> list[dict[str, Any]]:
+    items = _require(list, raw if raw is not None else [], kind)
+    attribute = USER.schema.attribute(kind)
+    result = []
+    for item in items:
+        element = _keys(_require(dict, item, kind), attribute, kind)
+        entry: dict[str, Any] = {
+            "value": _string(element.get("value"), f"{kind}.value"),
+            "display": _string(element.get("display"), f"{kind}.display"),
+            "type": _string(element.get("type"), f"{kind}.type"),
+            "primary": _require(bool, element.get("primary", False), f"{kind}.primary"),
+        }
+        if kind == UserValue.Kind.ADDRESSES:
+            entry["address"] = {
+                part: _string(element[part], f"addresses.{part}")
+                for part in ADDRESS_PARTS
+                if element.get(part)
+            }
+            if not entry["address"]:
+                continue
+        elif not entry["value"]:
+            # An element with no value carries nothing to store (clients send {"type": "work"} stubs).
+            continue
+        result.append(entry)
+    return result
+
+
+def _parse_uuid(value: Any, label: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidValue(f"{label} must be a resource id, got {value!r}", field=label) from None
+
+
+def user_from_scim(resource: Mapping[str, Any], *, replace: bool) -> UserInput:
+    """Service arguments from a full User representation.
+
+    With replace=True (PUT, or the result of a PATCH) every attribute missing
+    from `resource` is cleared, except `active` (a PUT that omits it must not
+    deactivate anyone) and `password` (unchanged unless given).
+    """
+    _require(dict, resource, "The resource")
+    data = _canonical_top_level(resource, USER)
+    result = UserInput()
+    fields = result.fields
+    for scim_name, column in USER_SIMPLE.items():
+        if scim_name in data or replace:
+            fields[column] = _string(data.get(scim_name), scim_name)
+    name = _keys(_require(dict, data.get("name") or {}, "name"), USER.schema.attribute("name"), "name")
+    for scim_name, column in NAME_PARTS.items():
+        if scim_name in name or replace or "name" in data:
+            fields[column] = _string(name.get(scim_name), f"name.{scim_name}")
+    if "active" in data and data["active"] is not None:
+        fields["active"] = _require(bool, data["active"], "active")
+    for kind in MULTI_VALUED:
+        if kind in data or replace:
+            result.values[kind] = _values_from_scim(kind, data.get(kind))
+    if "password" in data:
+        result.password_given = True
+        result.password = _string(data["password"], "password") or None
+
+    enterprise = _extension(data, ENTERPRISE_USER)
+    for scim_name, column in ENTERPRISE_SIMPLE.items():
+        if scim_name in enterprise or replace:
+            fields[column] = _string(enterprise.get(scim_name), scim_name)
+    if "manager" in enterprise or replace:
+        manager = enterprise.get("manager")
+        if manager in (None, "", {}):
+            fields["manager_id"] = None
+        else:
+            manager = _keys(_require(dict, manager, "manager"), _enterprise_attribute("manager"), "manager")
+            manager_id = manager.get("value")
+            fields["manager_id"] = _parse_uuid(manager_id, "manager.value") if manager_id else None
+
+    extensions = _other_extensions(data, resource)
+    if extensions is not None:
+        fields["extensions"] = extensions
+    elif replace:
+        fields["extensions"] = {}
+    return result
+
+
+def _enterprise_attribute(name: str) -> Attribute | None:
+    for ext, _ in USER.extensions:
+        if ext.id == ENTERPRISE_USER:
+            return ext.attribute(name)
+    return None
+
+
+def _canonical_top_level(resource: Mapping[str, Any], resource_type: ResourceType) -> dict[str, Any]:
+    """Top-level keys in canonical case, extension URNs canonical, read-only keys dropped."""
+    data: dict[str, Any] = {}
+    schema_ids = {schema_id.lower(): schema_id for schema_id in resource_type.schema_ids}
+    for key, value in resource.items():
+        lowered = key.lower()
+        if lowered in READ_ONLY_KEYS:
+            continue
+        if lowered in schema_ids:
+            data[schema_ids[lowered]] = value
+            continue
+        if lowered.startswith("urn:"):
+            data[key] = value  # another extension: kept per URN
+            continue
+        attribute = resource_type.schema.attribute(key) or _common(key)
+        if attribute is None:
+            raise InvalidValue(f"'{key}' is not an attribute of {resource_type.name}", field=key)
+        data[attribute.name] = value
+    return data
+
+
+def _common(key: str) -> Attribute | None:
+    attribute = COMMON_SCHEMA.attribute(key)
+    return attribute if attribute is not None and attribute.name == "externalId" else None
+
+
+def _extension(data: Mapping[str, Any], urn: str) -> dict[str, Any]:
+    raw = data.get(urn) or {}
+    _require(dict, raw, urn)
+    schema = next(ext for rt in (USER, GROUP) for ext, _ in rt.extensions if ext.id == urn)
+    canonical: dict[str, Any] = {}
+    for key, value in raw.items():
+        attribute = schema.attribute(key)
+        if attribute is None:
+            raise InvalidValue(f"'{key}' is not an attribute of {urn}", field=key)
+        canonical[attribute.name] = value
+    return canonical
+
+
+def _other_extensions(data: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The Entra extension (validated) and any undeclared extension (kept as sent), keyed by URN."""
+    extensions: dict[str, Any] = {}
+    present = False
+    if ENTRA_USER in data:
+        present = True
+        entra = _extension(data, ENTRA_USER)
+        clean = {key: _string(value, key) for key, value in entra.items() if value not in (None, "")}
+        if clean:
+            extensions[ENTRA_USER] = clean
+    for key, value in data.items():
+        if key.lower().startswith("urn:") and key not in (ENTERPRISE_USER, ENTRA_USER):
+            present = True
+            if value:
+                extensions[key] = _require(dict, value, key)
+    return extensions if present else None
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+
+def group_to_scim(
+    group: Group, *, base_url: str, members: Iterable[MemberRef] | None = None
+) -> dict[str, Any]:
+    """The full SCIM representation of a group. `members=None` leaves the attribute out (not loaded)."""
+    resource: dict[str, Any] = {"schemas": [CORE_GROUP, ENTRA_GROUP], "id": str(group.pk)}
+    _put(resource, "externalId", group.external_id)
+    resource["displayName"] = group.display_name
+    if members is not None:
+        resource["members"] = [
+            {
+                "value": str(member.id),
+                "$ref": location(base_url, USER if member.type == "User" else GROUP, member.id),
+                "display": member.display,
+                "type": member.type,
+            }
+            for member in members
+        ]
+    entra: dict[str, Any] = {
+        "groupTypes": ["Unified"] if group.kind == Group.Kind.UNIFIED else [],
+        "mailEnabled": group.mail_enabled,
+        "securityEnabled": group.security_enabled,
+    }
+    _put(entra, "description", group.description)
+    _put(entra, "mailNickname", group.mail_nickname)
+    resource[ENTRA_GROUP] = entra
+    for urn, data in sorted((group.extensions or {}).items()):
+        if data:
+            resource["schemas"].append(urn)
+            resource[urn] = data
+    resource["meta"] = _meta(group, GROUP, base_url)
+    return resource
+
+
+def group_from_scim(resource: Mapping[str, Any], *, replace: bool) -> GroupInput:
+    """Service arguments from a full Group representation; `members` only when the body has them."""
+    _require(dict, resource, "The resource")
+    data = _canonical_top_level(resource, GROUP)
+    result = GroupInput()
+    fields = result.fields
+    if "displayName" in data or replace:
+        fields["display_name"] = _string(data.get("displayName"), "displayName")
+    if "externalId" in data or replace:
+        fields["external_id"] = _string(data.get("externalId"), "externalId")
+    if "members" in data:
+        members = _require(list, data["members"] if data["members"] is not None else [], "members")
+        result.members = [_require(dict, member, "members") for member in members]
+    elif replace:
+        result.members = []
+
+    entra = _extension(data, ENTRA_GROUP) if ENTRA_GROUP in data else {}
+    if "groupTypes" in entra or replace:
+        types = _require(list, entra.get("groupTypes") or [], "groupTypes")
+        unified = any(isinstance(t, str) and t.lower() == "unified" for t in types)
+        fields["kind"] = Group.Kind.UNIFIED if unified else Group.Kind.SECURITY
+    for scim_name, column in (("description", "description"), ("mailNickname", "mail_nickname")):
+        if scim_name in entra or replace:
+            fields[column] = _string(entra.get(scim_name), scim_name)
+    for scim_name, column, default in (
+        ("mailEnabled", "mail_enabled", None),
+        ("securityEnabled", "security_enabled", True),
+    ):
+        if entra.get(scim_name) is not None:
+            fields[column] = _require(bool, entra[scim_name], scim_name)
+        elif replace and default is not None:
+            fields[column] = default
+    others = {
+        key: value for key, value in data.items() if key.lower().startswith("urn:") and key != ENTRA_GROUP
+    }
+    if others:
+        fields["extensions"] = {key: _require(dict, value, key) for key, value in others.items() if value}
+    elif replace:
+        fields["extensions"] = {}
+    return result
+
+
+def member_ids(members: Iterable[Mapping[str, Any]]) -> list[tuple[uuid.UUID, str | None]]:
+    """(id, declared type) for each member object of a request; the type may be absent (Okta)."""
+    result = []
+    for member in members:
+        canonical = {key.lower(): value for key, value in member.items()}
+        if canonical.get("value") in (None, ""):
+            raise InvalidValue("Each member needs a 'value' (the member's id)", field="members")
+        kind = canonical.get("type")
+        result.append(
+            (_parse_uuid(canonical["value"], "members.value"), kind if isinstance(kind, str) else None)
+        )
+    return result

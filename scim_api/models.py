@@ -1,0 +1,94 @@
+"""Who may call the SCIM API: clients with bearer tokens, and how often their dialect needed rewriting."""
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.db import models
+from django.utils.timezone import now
+
+TOKEN_PREFIX = "scim_"
+# The first characters after the prefix identify the client (indexed, not
+# secret); the whole token is compared in constant time against its hash.
+LOOKUP_LENGTH = 8
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256 random bits, so one SHA-256 suffices: a slow password
+    # hash would only add latency to every request without adding security.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ScimClient(models.Model):
+    """A SCIM client (Entra's provisioning service, Okta, an HR system, a script) and its credential."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "read only"
+        WRITE = "write", "read and write"
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True, default="")
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.WRITE)
+    token_lookup = models.CharField(max_length=LOOKUP_LENGTH, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    expires = models.DateTimeField(
+        null=True, blank=True, help_text="Leave empty for a token that never expires."
+    )
+    revoked = models.BooleanField(default=False)
+    created = models.DateTimeField(default=now, editable=False)
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "SCIM client"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    # DRF treats the authenticated client as request.user.
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def can_write(self) -> bool:
+        return self.scope == self.Scope.WRITE
+
+    def is_usable(self) -> bool:
+        return not self.revoked and (self.expires is None or self.expires > now())
+
+    def issue_token(self) -> str:
+        """Set a new random token (invalidating the old one) and return it: the only time it is readable."""
+        secret = secrets.token_urlsafe(32)
+        token = f"{TOKEN_PREFIX}{secret}"
+        self.token_lookup = secret[:LOOKUP_LENGTH]
+        self.token_hash = hash_token(token)
+        return token
+
+    @staticmethod
+    def lookup_of(token: str) -> str | None:
+        if not token.startswith(TOKEN_PREFIX) or len(token) < len(TOKEN_PREFIX) + LOOKUP_LENGTH:
+            return None
+        return token[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + LOOKUP_LENGTH]
+
+    def expires_in(self, days: int | None) -> None:
+        self.expires = now() + timedelta(days=days) if days else None
+
+
+class DialectRewrite(models.Model):
+    """How many requests of one client needed one named dialect rewrite (see scim_api.dialects)."""
+
+    client = models.ForeignKey(ScimClient, on_delete=models.CASCADE, related_name="dialect_rewrites")
+    name = models.CharField(max_length=64)
+    count = models.PositiveBigIntegerField(default=0)
+    first_seen = models.DateTimeField(default=now)
+    last_seen = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = "dialect rewrite"
+        ordering = ["client", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["client", "name"], name="scim_api_dialectrewrite_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client}: {self.name} × {self.count}"

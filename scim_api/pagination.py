@@ -1,0 +1,38 @@
+"""Index pagination (RFC 7644 §3.4.2.4): 1-based startIndex, count clamped to the server's maximum."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scim_api.conf import scim_setting
+from scim_api.exceptions import ScimError
+
+
+def _integer(params: dict[str, Any], name: str, default: int) -> int:
+    raw = params.get(name.lower())
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool):
+        raise ScimError(f"{name} must be an integer, got {raw!r}", scim_type="invalidValue")
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ScimError(f"{name} must be an integer, got {raw!r}", scim_type="invalidValue") from None
+
+
+@dataclass(frozen=True)
+class Page:
+    start_index: int
+    count: int
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Page:
+        # §3.4.2.4: a startIndex below 1 reads as 1, a negative count as 0, a count over the maximum as it.
+        start = max(1, _integer(params, "startIndex", 1))
+        count = _integer(params, "count", scim_setting("DEFAULT_PAGE_SIZE"))
+        return cls(start_index=start, count=min(max(0, count), scim_setting("MAX_PAGE_SIZE")))
+
+    @property
+    def offset(self) -> int:
+        return self.start_index - 1

@@ -1,0 +1,140 @@
+"""`attributes` and `excludedAttributes` (RFC 7644 §3.9), driven by each attribute's `returned` rule.
+
+The projection is decided before loading, so a request that leaves out
+`members` or `groups` never loads them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from scim_api.exceptions import ScimError
+from scim_api.schema import COMMON_SCHEMA, AttributePath, ResourceType, UnknownAttribute, get_registry
+
+
+def _paths(raw: str | list[str] | None, resource_type: ResourceType) -> list[AttributePath]:
+    if raw is None:
+        return []
+    names = raw if isinstance(raw, list) else raw.split(",")
+    paths = []
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            continue
+        try:
+            paths.append(get_registry().resolve(resource_type, name.strip()))
+        except UnknownAttribute as exc:
+            raise ScimError(str(exc), scim_type="invalidValue") from None
+    return paths
+
+
+def _key(path: AttributePath) -> tuple[str | None, str]:
+    """Where a top-level attribute sits in the JSON: (extension URN or None, attribute name)."""
+    return (path.schema.id if path.is_extension else None, path.attribute.name)
+
+
+@dataclass(frozen=True)
+class Projection:
+    resource_type: ResourceType
+    attributes: tuple[AttributePath, ...] = ()
+    excluded: tuple[AttributePath, ...] = ()
+
+    @classmethod
+    def from_params(
+        cls, resource_type: ResourceType, attributes: str | list[str] | None, excluded: str | list[str] | None
+    ) -> Projection:
+        included, left_out = _paths(attributes, resource_type), _paths(excluded, resource_type)
+        if included and left_out:
+            raise ScimError(
+                "Use either attributes or excludedAttributes, not both.", scim_type="invalidSyntax"
+            )
+        return cls(resource_type, tuple(included), tuple(left_out))
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the client chose attributes (a PATCH then answers with the resource)."""
+        return bool(self.attributes)
+
+    def includes(self, name: str) -> bool:
+        """Whether the top-level core attribute `name` (e.g. "members", "groups") will be returned."""
+        attribute = self.resource_type.schema.attribute(name)
+        if attribute is None:
+            return False
+        if attribute.returned == "never":
+            return False
+        if self.attributes:
+            return any(
+                path.attribute.name == attribute.name and not path.is_extension for path in self.attributes
+            )
+        if attribute.returned == "request":
+            return False
+        return not any(
+            path.attribute.name == attribute.name and not path.is_extension and path.sub_attribute is None
+            for path in self.excluded
+        )
+
+    def apply(self, resource: dict[str, Any]) -> dict[str, Any]:
+        result = copy.deepcopy(resource)
+        result.pop("password", None)
+        if self.attributes:
+            result = self._keep(result)
+        for path in self.excluded:
+            self._drop(result, path)
+        extension_ids = {ext.id for ext, _ in self.resource_type.extensions}
+        result["schemas"] = [
+            schema
+            for schema in resource.get("schemas", [])
+            if schema not in extension_ids or schema in result
+        ]
+        return result
+
+    def _keep(self, resource: dict[str, Any]) -> dict[str, Any]:
+        # returned=always attributes survive any selection.
+        kept: dict[str, Any] = {"schemas": resource.get("schemas", []), "id": resource.get("id")}
+        for path in self.attributes:
+            urn, name = _key(path)
+            source = resource.get(urn, {}) if urn else resource
+            if name not in source:
+                continue
+            target = kept.setdefault(urn, {}) if urn else kept
+            value = source[name]
+            if path.sub_attribute is None:
+                target[name] = copy.deepcopy(value)
+            elif isinstance(value, list):
+                existing = target.get(name)
+                subs = [
+                    {path.sub_attribute.name: item[path.sub_attribute.name]}
+                    for item in value
+                    if path.sub_attribute.name in item
+                ]
+                if isinstance(existing, list) and len(existing) == len(subs):
+                    for merged, extra in zip(existing, subs, strict=True):
+                        merged.update(extra)
+                elif subs:
+                    target[name] = subs
+            elif isinstance(value, dict) and path.sub_attribute.name in value:
+                target.setdefault(name, {})[path.sub_attribute.name] = copy.deepcopy(
+                    value[path.sub_attribute.name]
+                )
+        return kept
+
+    @staticmethod
+    def _drop(resource: dict[str, Any], path: AttributePath) -> None:
+        if path.attribute.returned == "always" or (
+            path.schema is COMMON_SCHEMA and path.attribute.name == "id"
+        ):
+            return
+        urn, name = _key(path)
+        target = resource.get(urn) if urn else resource
+        if not isinstance(target, dict) or name not in target:
+            return
+        if path.sub_attribute is None:
+            del target[name]
+        elif isinstance(target[name], list):
+            for item in target[name]:
+                item.pop(path.sub_attribute.name, None)
+        elif isinstance(target[name], dict):
+            target[name].pop(path.sub_attribute.name, None)
+        if urn and not target:
+            del resource[urn]

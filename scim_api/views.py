@@ -1,0 +1,504 @@
+"""SCIM 2.0 endpoints: parse the request, call one directory service or selector, render SCIM.
+
+Cross-cutting behaviour lives in ScimViewSet: authentication, SCIM JSON in and
+out, error mapping, dialect normalisation and its counters, ETags.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import transaction
+from django.db.models import QuerySet
+from rest_framework import viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from directory import selectors, services
+from directory.actors import Actor
+from directory.exceptions import InvalidValue, ObjectNotFound
+from directory.models import Group, User
+from scim_api import dialects, mapping
+from scim_api.authentication import ScimScopePermission, ScimTokenAuthentication
+from scim_api.conf import scim_setting
+from scim_api.exceptions import SCIM_CONTENT_TYPE, ScimError, exception_handler
+from scim_api.filters import compile_filter
+from scim_api.models import ScimClient
+from scim_api.pagination import Page
+from scim_api.patch import apply_patch
+from scim_api.projection import Projection
+from scim_api.renderers import AlwaysScimNegotiation, PlainJSONParser, ScimJSONParser, ScimJSONRenderer
+from scim_api.schema import GROUP, LIST_RESPONSE, USER, ResourceType, get_registry
+from scim_api.services import dialect_rewrites_record
+from scim_api.sorting import order_by
+
+
+class ScimAPIView(APIView):
+    """SCIM JSON in and out, SCIM errors, bearer tokens."""
+
+    authentication_classes = [ScimTokenAuthentication]
+    permission_classes = [ScimScopePermission]
+    renderer_classes = [ScimJSONRenderer]
+    parser_classes = [ScimJSONParser, PlainJSONParser]
+    content_negotiation_class = AlwaysScimNegotiation
+
+    def get_exception_handler(self) -> Any:
+        return exception_handler
+
+    @property
+    def base_url(self) -> str:
+        return self.request.build_absolute_uri("/scim/v2").rstrip("/")
+
+    def params(self) -> dict[str, str]:
+        # Parameter names compare case-insensitively: clients write startindex, StartIndex...
+        return {key.lower(): value for key, value in self.request.query_params.items()}
+
+
+class ScimViewSet(ScimAPIView, viewsets.ViewSet):
+    resource_type: ResourceType
+
+    @property
+    def client(self) -> ScimClient:
+        return self.request.user  # type: ignore[return-value]
+
+    @property
+    def actor(self) -> Actor:
+        return Actor.scim_client(id=self.client.pk, name=self.client.name)
+
+    def body(self) -> dict[str, Any]:
+        data = self.request.data
+        if not isinstance(data, dict):
+            raise ScimError("The request body must be a JSON object.", scim_type="invalidSyntax")
+        return data
+
+    def normalised(self, normalized: dialects.Normalized) -> dict[str, Any]:
+        if normalized.fired:
+            dialect_rewrites_record(client=self.client, names=normalized.fired)
+        return normalized.body
+
+    def projection(self, source: dict[str, Any] | None = None) -> Projection:
+        params = source if source is not None else self.params()
+        return Projection.from_params(
+            self.resource_type, params.get("attributes"), params.get("excludedattributes")
+        )
+
+    def expected_version(self) -> int | None:
+        """The version an If-Match header names (RFC 7644 §3.14); None when absent or `*`."""
+        header = self.request.headers.get("If-Match")
+        if header is None or header.strip() == "*":
+            return None
+        version = _version_of(header)
+        if version is None:
+            raise ScimError(f"If-Match {header!r} is not an ETag this server issued.", status=412)
+        return version
+
+    def resource_response(
+        self, resource: dict[str, Any], projection: Projection, *, status: int = 200, version: int
+    ) -> Response:
+        response = Response(projection.apply(resource), status=status, content_type=SCIM_CONTENT_TYPE)
+        response["ETag"] = mapping.etag(version)
+        if status == 201:
+            response["Location"] = resource["meta"]["location"]
+        return response
+
+    def not_modified(self, version: int) -> Response | None:
+        header = self.request.headers.get("If-None-Match")
+        if header is None:
+            return None
+        tags = [_version_of(tag) for tag in header.split(",")]
+        if header.strip() == "*" or version in tags:
+            response = Response(status=304)
+            response["ETag"] = mapping.etag(version)
+            return response
+        return None
+
+    # --- listing -----------------------------------------------------------------------
+
+    def list(self, request: Request) -> Response:
+        return self.search(self.params())
+
+    def search(self, params: dict[str, Any]) -> Response:
+        projection = self.projection(params)
+        queryset = self.queryset()
+        text = params.get("filter")
+        if text not in (None, ""):
+            text, fired = dialects.normalize_filter(str(text), self.resource_type)
+            if fired:
+                dialect_rewrites_record(client=self.client, names=fired)
+            queryset = queryset.filter(compile_filter(text, self.resource_type))
+        page = Page.from_params(params)
+        total = queryset.count()
+        rows = (
+            list(
+                queryset.order_by(
+                    *order_by(params.get("sortby"), params.get("sortorder"), self.resource_type)
+                )[page.offset : page.offset + page.count]
+            )
+            if page.count
+            else []
+        )
+        resources = [projection.apply(resource) for resource in self.render(rows, projection)]
+        body = {
+            "schemas": [LIST_RESPONSE],
+            "totalResults": total,
+            "itemsPerPage": len(resources),
+            "startIndex": page.start_index,
+            "Resources": resources,
+        }
+        return Response(body, content_type=SCIM_CONTENT_TYPE)
+
+    # --- hooks for each resource type --------------------------------------------------
+
+    def queryset(self) -> QuerySet[Any]:
+        raise NotImplementedError
+
+    def render(self, rows: list[Any], projection: Projection) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+def _version_of(tag: str) -> int | None:
+    text = tag.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    return int(text) if text.isdigit() else None
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ObjectNotFound(f"No resource with id {value!r}") from None
+
+
+# --- Users --------------------------------------------------------------------------------
+
+
+class UsersViewSet(ScimViewSet):
+    resource_type = USER
+
+    def queryset(self) -> QuerySet[User]:
+        return selectors.user_list()
+
+    def render(self, rows: list[User], projection: Projection) -> list[dict[str, Any]]:
+        groups = (
+            selectors.user_group_refs(user_ids=[user.pk for user in rows])
+            if projection.includes("groups")
+            else {}
+        )
+        return [
+            mapping.user_to_scim(
+                user,
+                values=user.values.all(),
+                base_url=self.base_url,
+                groups=(
+                    [mapping.GroupRef(*ref) for ref in groups.get(user.pk, [])]
+                    if projection.includes("groups")
+                    else None
+                ),
+                manager_display=(user.manager.display_name or user.manager.user_name)
+                if user.manager
+                else None,
+            )
+            for user in rows
+        ]
+
+    def _get(self, user_id: uuid.UUID) -> User:
+        return selectors.user_get(user_id=user_id)
+
+    def _respond(self, user_id: uuid.UUID, projection: Projection, status: int = 200) -> Response:
+        user = self._get(user_id)
+        return self.resource_response(
+            self.render([user], projection)[0], projection, status=status, version=user.version
+        )
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        projection = self.projection()
+        user = self._get(_uuid(pk))
+        cached = self.not_modified(user.version)
+        if cached is not None:
+            return cached
+        return self.resource_response(self.render([user], projection)[0], projection, version=user.version)
+
+    def create(self, request: Request) -> Response:
+        projection = self.projection()
+        body = self.normalised(dialects.normalize_resource(self.body(), USER, method="POST"))
+        data = mapping.user_from_scim(body, replace=False)
+        fields = dict(data.fields)
+        user_name = fields.pop("user_name", "")
+        user = services.user_create(
+            actor=self.actor, user_name=user_name, password=data.password, values=data.values, **fields
+        )
+        return self._respond(user.pk, projection, status=201)
+
+    def update(self, request: Request, pk: str) -> Response:
+        projection = self.projection()
+        user_id = _uuid(pk)
+        body = self.normalised(dialects.normalize_resource(self.body(), USER, method="PUT", resource_id=pk))
+        data = mapping.user_from_scim(body, replace=True)
+        extra = {"password": data.password} if data.password_given else {}
+        services.user_update(
+            actor=self.actor,
+            user_id=user_id,
+            expected_version=self.expected_version(),
+            values=data.values,
+            **data.fields,
+            **extra,
+        )
+        return self._respond(user_id, projection)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        projection = self.projection()
+        user_id = _uuid(pk)
+        with transaction.atomic():
+            # Locked: the PATCH applies to the representation read here, and no other write slips between.
+            user = selectors.user_get(user_id=user_id, for_update=True)
+            expected = self.expected_version()
+            if expected is not None and expected != user.version:
+                raise ScimError(f"The user is at version {user.version}, not {expected}.", status=412)
+            current = mapping.user_to_scim(user, values=user.values.all(), base_url=self.base_url)
+            body = self.normalised(dialects.normalize_patch(self.body(), USER, resource_id=str(user.pk)))
+            result = apply_patch(USER, current, body)
+            data = mapping.user_from_scim(result.resource, replace=True)
+            extra = {"password": data.password} if data.password_given else {}
+            services.user_update(
+                actor=self.actor, user_id=user_id, values=data.values, **data.fields, **extra
+            )
+        if scim_setting("USER_PATCH_RETURNS_RESOURCE") or projection.explicit:
+            return self._respond(user_id, projection)
+        return Response(status=204)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        services.user_delete(actor=self.actor, user_id=_uuid(pk), expected_version=self.expected_version())
+        return Response(status=204)
+
+
+# --- Groups -------------------------------------------------------------------------------
+
+
+class GroupsViewSet(ScimViewSet):
+    resource_type = GROUP
+
+    def queryset(self) -> QuerySet[Group]:
+        return Group.objects.all()
+
+    def render(self, rows: list[Group], projection: Projection) -> list[dict[str, Any]]:
+        members = (
+            selectors.group_member_refs(group_ids=[group.pk for group in rows])
+            if projection.includes("members")
+            else {}
+        )
+        return [
+            mapping.group_to_scim(
+                group,
+                base_url=self.base_url,
+                members=(
+                    [mapping.MemberRef(*ref) for ref in members.get(group.pk, [])]
+                    if projection.includes("members")
+                    else None
+                ),
+            )
+            for group in rows
+        ]
+
+    def _respond(self, group_id: uuid.UUID, projection: Projection, status: int = 200) -> Response:
+        group = selectors.group_get(group_id=group_id)
+        return self.resource_response(
+            self.render([group], projection)[0], projection, status=status, version=group.version
+        )
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        projection = self.projection()
+        group = selectors.group_get(group_id=_uuid(pk))
+        cached = self.not_modified(group.version)
+        if cached is not None:
+            return cached
+        return self.resource_response(self.render([group], projection)[0], projection, version=group.version)
+
+    def create(self, request: Request) -> Response:
+        projection = self.projection()
+        body = self.normalised(dialects.normalize_resource(self.body(), GROUP, method="POST"))
+        data = mapping.group_from_scim(body, replace=False)
+        fields = dict(data.fields)
+        display_name = fields.pop("display_name", "")
+        user_ids, group_ids = _split_members(mapping.member_ids(data.members or []))
+        group = services.group_create(
+            actor=self.actor,
+            display_name=display_name,
+            member_user_ids=user_ids,
+            member_group_ids=group_ids,
+            **fields,
+        )
+        return self._respond(group.pk, projection, status=201)
+
+    def update(self, request: Request, pk: str) -> Response:
+        projection = self.projection()
+        group_id = _uuid(pk)
+        body = self.normalised(dialects.normalize_resource(self.body(), GROUP, method="PUT", resource_id=pk))
+        data = mapping.group_from_scim(body, replace=True)
+        with transaction.atomic():
+            services.group_update(
+                actor=self.actor, group_id=group_id, expected_version=self.expected_version(), **data.fields
+            )
+            _replace_members(self.actor, group_id, mapping.member_ids(data.members or []))
+        return self._respond(group_id, projection)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        projection = self.projection()
+        group_id = _uuid(pk)
+        with transaction.atomic():
+            group = selectors.group_get(group_id=group_id, for_update=True)
+            expected = self.expected_version()
+            if expected is not None and expected != group.version:
+                raise ScimError(f"The group is at version {group.version}, not {expected}.", status=412)
+            current = mapping.group_to_scim(group, base_url=self.base_url)
+            body = self.normalised(dialects.normalize_patch(self.body(), GROUP, resource_id=str(group.pk)))
+            result = apply_patch(GROUP, current, body)
+            data = mapping.group_from_scim(result.resource, replace=True)
+            services.group_update(actor=self.actor, group_id=group_id, **data.fields)
+            delta = result.members
+            if delta.replace is not None:
+                _replace_members(
+                    self.actor,
+                    group_id,
+                    mapping.member_ids({"value": m.value, "type": m.type} for m in delta.replace),
+                )
+            if delta.remove:
+                removed = [_uuid_member(value) for value in delta.remove]
+                services.membership_remove(
+                    actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed
+                )
+            if delta.add:
+                user_ids, group_ids = _split_members(
+                    mapping.member_ids({"value": m.value, "type": m.type} for m in delta.add)
+                )
+                services.membership_add(
+                    actor=self.actor, group_id=group_id, user_ids=user_ids, group_ids=group_ids
+                )
+        if scim_setting("GROUP_PATCH_RETURNS_RESOURCE") or projection.explicit:
+            return self._respond(group_id, projection)
+        return Response(status=204)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        services.group_delete(actor=self.actor, group_id=_uuid(pk), expected_version=self.expected_version())
+        return Response(status=204)
+
+
+def _uuid_member(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidValue(f"members.value must be a resource id, got {value!r}", field="members") from None
+
+
+def _split_members(members: list[tuple[uuid.UUID, str | None]]) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """User ids and group ids; members without a declared type are looked up (one query)."""
+    users = [member for member, kind in members if kind and kind.lower() == "user"]
+    groups = [member for member, kind in members if kind and kind.lower() == "group"]
+    untyped = [member for member, kind in members if not kind or kind.lower() not in ("user", "group")]
+    if untyped:
+        found_users, others = selectors.member_kinds(ids=untyped)
+        users += found_users
+        groups += others
+    return users, groups
+
+
+def _replace_members(actor: Actor, group_id: uuid.UUID, members: list[tuple[uuid.UUID, str | None]]) -> None:
+    """Make the group's direct members exactly `members`: the one operation that reads the member list."""
+    wanted_users, wanted_groups = _split_members(members)
+    current_users, current_groups = selectors.group_member_ids(group_id=group_id)
+    services.membership_remove(
+        actor=actor,
+        group_id=group_id,
+        user_ids=sorted(current_users - set(wanted_users)),
+        group_ids=sorted(current_groups - set(wanted_groups)),
+    )
+    services.membership_add(
+        actor=actor,
+        group_id=group_id,
+        user_ids=[member for member in wanted_users if member not in current_users],
+        group_ids=[member for member in wanted_groups if member not in current_groups],
+    )
+
+
+# --- discovery ------------------------------------------------------------------------------
+
+
+class DiscoveryView(ScimAPIView):
+    """Discovery documents need no token (RFC 7644 §4): they describe the server, not its data."""
+
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+
+class ServiceProviderConfigView(DiscoveryView):
+    def get(self, request: Request) -> Response:
+        max_page = scim_setting("MAX_PAGE_SIZE")
+        body = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "documentationUri": f"{self.base_url}/ServiceProviderConfig",
+            "patch": {"supported": True},
+            "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+            "filter": {"supported": True, "maxResults": max_page},
+            "changePassword": {"supported": True},
+            "sort": {"supported": True},
+            "etag": {"supported": True},
+            "authenticationSchemes": [
+                {
+                    "type": "oauthbearertoken",
+                    "name": "Bearer token",
+                    "description": "A token issued to the SCIM client by the directory's operators.",
+                    "primary": True,
+                }
+            ],
+            "meta": {
+                "resourceType": "ServiceProviderConfig",
+                "location": f"{self.base_url}/ServiceProviderConfig",
+            },
+        }
+        return Response(body, content_type=SCIM_CONTENT_TYPE)
+
+
+def _list_response(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "schemas": [LIST_RESPONSE],
+        "totalResults": len(resources),
+        "itemsPerPage": len(resources),
+        "startIndex": 1,
+        "Resources": resources,
+    }
+
+
+class ResourceTypesView(DiscoveryView):
+    def get(self, request: Request, name: str | None = None) -> Response:
+        registry = get_registry()
+        if name is None:
+            documents = [rt.to_scim(self.base_url) for rt in registry.resource_types.values()]
+            return Response(_list_response(documents), content_type=SCIM_CONTENT_TYPE)
+        for resource_type in registry.resource_types.values():
+            if resource_type.name.lower() == name.lower():
+                return Response(resource_type.to_scim(self.base_url), content_type=SCIM_CONTENT_TYPE)
+        raise ScimError(f"No resource type {name!r}", status=404)
+
+
+class SchemasView(DiscoveryView):
+    def get(self, request: Request, schema_id: str | None = None) -> Response:
+        registry = get_registry()
+        if schema_id is None:
+            documents = [schema.to_scim(self.base_url) for schema in registry.schemas.values()]
+            return Response(_list_response(documents), content_type=SCIM_CONTENT_TYPE)
+        schema = registry.schema(schema_id)
+        if schema is None:
+            raise ScimError(f"No schema {schema_id!r}", status=404)
+        return Response(schema.to_scim(self.base_url), content_type=SCIM_CONTENT_TYPE)
+
+
+__all__ = [
+    "GroupsViewSet",
+    "ResourceTypesView",
+    "SchemasView",
+    "ServiceProviderConfigView",
+    "UsersViewSet",
+]
