@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from scim_api.filter_parser import FilterSyntaxError, parse_filter, parse_path
+from scim_api.filter_parser import FilterSyntaxError, parse_filter, parse_path, scan, split_path
 from scim_api.schema import (
     COMMON_SCHEMA,
     CORE_GROUP,
@@ -404,9 +403,6 @@ _OPERATION_STEPS: tuple[_OperationStep, ...] = (
 
 # --- PATCH paths ----------------------------------------------------------------------
 
-# parse_path has already vetted the text; this only finds the pieces to rewrite in place.
-_PATH_PARTS = re.compile(r"^(?P<attribute>[^\[\]]+?)(?:\[(?P<filter>.*)\](?:\.(?P<sub>[^.\[\]]+))?)?$", re.S)
-
 
 @dataclass(frozen=True)
 class _Target:
@@ -427,10 +423,7 @@ def _split_path(text: str) -> tuple[str, str | None, str | None] | None:
         parse_path(text)
     except FilterSyntaxError:
         return None
-    match = _PATH_PARTS.match(text)
-    if match is None:
-        return None
-    return match["attribute"], match["filter"], match["sub"]
+    return split_path(text)
 
 
 def _patch_target(op: dict[str, Any], ctx: _Context) -> _Target | None:
@@ -501,19 +494,6 @@ def _urn_prefix(resource_type: ResourceType, text: str) -> str:
 
 # --- filters --------------------------------------------------------------------------
 
-# The token classes of scim_api.filter_parser; text only reaches this after parse_filter accepted it.
-_FILTER_TOKEN = re.compile(
-    r"""
-    (?P<space>\s+)
-  | (?P<string>"(?:[^"\\]|\\.)*")
-  | (?P<bracket>[\[\]()])
-  | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w:.$-]))
-  | (?P<word>[A-Za-z$_][\w:.$\-]*)
-  | (?P<sub>\.[A-Za-z$_][\w$\-]*)
-    """,
-    re.VERBOSE,
-)
-
 
 def _rewrite_filter(
     text: str, resource_types: tuple[ResourceType, ...], scope: Attribute | None, fired: list[str]
@@ -532,8 +512,7 @@ def _rewrite_filter(
     operator = ""
     expecting = "attribute"
     out: list[str] = []
-    for match in _FILTER_TOKEN.finditer(text):
-        kind, token = match.lastgroup, match.group()
+    for kind, token in scan(text):
         if kind == "space":
             pass
         elif expecting == "attribute":

@@ -95,7 +95,15 @@ class _Token:
     position: int
 
 
-def _tokenize(text: str) -> list[_Token]:
+def scan(text: str) -> list[tuple[str, str]]:
+    """Every token of a filter as (kind, text), whitespace included, so a caller can rewrite it in place.
+
+    Kinds: space, string, lparen, rparen, lbracket, rbracket, number, word, sub (".name").
+    """
+    return [(token.kind, token.text) for token in _tokenize(text, keep_spaces=True)]
+
+
+def _tokenize(text: str, *, keep_spaces: bool = False) -> list[_Token]:
     tokens: list[_Token] = []
     position = 0
     while position < len(text):
@@ -103,7 +111,7 @@ def _tokenize(text: str) -> list[_Token]:
         if match is None:
             raise FilterSyntaxError(f"Unexpected character {text[position]!r} at position {position + 1}")
         kind = match.lastgroup or ""
-        if kind != "space":
+        if kind != "space" or keep_spaces:
             tokens.append(_Token(kind, match.group(), position))
         position = match.end()
     return tokens
@@ -242,13 +250,18 @@ _PATH = re.compile(
 )
 
 
-def parse_path(text: str) -> PatchPath:
-    """Parse a PATCH operation's `path`."""
+def split_path(text: str) -> tuple[str, str | None, str | None]:
+    """A PATCH path's pieces as written: (attribute, filter text or None, sub-attribute or None)."""
     text = text.strip()
     match = _PATH.match(text)
     if match is None or not text:
         raise FilterSyntaxError(f"Malformed path {text!r}")
-    attribute, inner, sub = match.group("attr"), match.group("filter"), match.group("sub")
+    return match.group("attr"), match.group("filter"), match.group("sub")
+
+
+def parse_path(text: str) -> PatchPath:
+    """Parse a PATCH operation's `path`."""
+    attribute, inner, sub = split_path(text)
     if inner is None:
         return PatchPath(attribute)
     return PatchPath(attribute, parse_filter(inner), sub)
