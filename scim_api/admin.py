@@ -44,6 +44,10 @@ class ScimClientAdmin(admin.ModelAdmin):
     inlines = [DialectRewriteInline]
     actions = ["rotate_token", "revoke"]
 
+    def get_inlines(self, request: HttpRequest, obj: ScimClient | None) -> list[Any]:
+        # A client being created has sent nothing yet.
+        return self.inlines if obj is not None else []
+
     def save_model(self, request: HttpRequest, obj: ScimClient, form: forms.ModelForm, change: bool) -> None:
         if change:
             days = form.cleaned_data.get("expires_in_days")
