@@ -358,7 +358,10 @@ def _member_ids(value: Any) -> list[str]:
 
 
 def _rewrite_value(op: dict[str, Any], ctx: _Context) -> list[dict[str, Any]]:
-    if op.get("op") not in ("add", "replace") or "value" not in op:
+    # A remove with a value array (Entra unassigning app roles) carries values in the same shapes as an add.
+    if op.get("op") not in ("add", "replace", "remove") or "value" not in op:
+        return [op]
+    if op["op"] == "remove" and "path" not in op:
         return [op]
     value = op["value"]
     if "path" not in op:
@@ -599,7 +602,8 @@ def _is_readonly_input(key: str, value: Any, ctx: _Context) -> bool:
     if attribute is None or attribute.mutability != "readOnly":
         return False
     if attribute.name == "id":
-        # A different id on PUT is a client error the core must report (400 mutability), not noise.
+        # Okta echoes the resource's own id; counted here. Any other id is ignored by the core
+        # as well, as RFC 7644 §3.5.1 says of readOnly input.
         return ctx.method == "PUT" and ctx.resource_id is not None and value == ctx.resource_id
     return True
 

@@ -292,6 +292,11 @@ def user_from_scim(resource: Mapping[str, Any], *, replace: bool) -> UserInput:
             manager_id = manager.get("value")
             fields["manager_id"] = _parse_uuid(manager_id, "manager.value") if manager_id else None
 
+    if ENTRA_USER in data:
+        entra_type = _extension(data, ENTRA_USER).get("userType")
+        # Rendered only in the core schema, so a value here was just sent: it wins.
+        if entra_type not in (None, ""):
+            fields["user_type"] = _string(entra_type, "userType")
     extensions = _other_extensions(data, resource)
     if extensions is not None:
         fields["extensions"] = extensions
@@ -353,7 +358,11 @@ def _other_extensions(data: Mapping[str, Any], resource: Mapping[str, Any]) -> d
     if ENTRA_USER in data:
         present = True
         entra = _extension(data, ENTRA_USER)
-        clean = {key: _string(value, key) for key, value in entra.items() if value not in (None, "")}
+        clean = {
+            key: _string(value, key)
+            for key, value in entra.items()
+            if value not in (None, "") and key != "userType"  # stored in the user_type column
+        }
         if clean:
             extensions[ENTRA_USER] = clean
     for key, value in data.items():

@@ -475,6 +475,7 @@ class _Patcher:
         )
 
     def _store_elements(self, target: _Target, elements: list[Element], touched: list[Element]) -> None:
+        elements = _merge_equal(target.attribute, elements)
         _single_primary(elements, touched)
         self._store(target, elements)
 
@@ -680,6 +681,24 @@ def _same_element(attribute: Attribute, existing: Element, item: Element, *, loo
         return True
     type_sub = attribute.sub("type")
     return bool(_fold(type_sub, existing.get("type")) == _fold(type_sub, item.get("type")))
+
+
+def _merge_equal(attribute: Attribute, elements: list[Element]) -> list[Element]:
+    """Fold elements that an operation made equal (two work emails both set to one value) into the first.
+
+    RFC 7643 §2.4: a multi-valued attribute should not hold duplicates; the merged
+    element stays primary if either was.
+    """
+    merged: list[Element] = []
+    for element in elements:
+        twin = next(
+            (kept for kept in merged if _same_element(attribute, kept, element, loose_type=False)), None
+        )
+        if twin is None:
+            merged.append(element)
+        elif isinstance(twin, dict) and isinstance(element, dict) and element.get("primary") is True:
+            twin["primary"] = True
+    return merged
 
 
 def _single_primary(elements: list[Element], touched: list[Element]) -> None:

@@ -350,6 +350,8 @@ def _entra_user_column(name: str) -> str:
 
 _ENTRA_USER_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("mailNickname", column=_entra_user_column("mailNickname"), description="The mail alias."),
+    # Entra lists userType in its extension too; it is the same value as the core userType.
+    Attribute("userType", column="user_type", description="Member or Guest, as Entra spells it."),
     Attribute(
         "employeeHireDate",
         "dateTime",
