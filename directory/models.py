@@ -173,8 +173,9 @@ class Group(models.Model):
     external_id = models.CharField("externalId", max_length=255, blank=True, default="")
     description = models.TextField(blank=True, default="")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SECURITY)
-    security_enabled = models.BooleanField("securityEnabled", default=True)
-    mail_enabled = models.BooleanField("mailEnabled", default=False)
+    # Nullable: a SCIM client may leave these unassigned (RFC 7644 §3.5.2.2 remove).
+    security_enabled = models.BooleanField("securityEnabled", null=True, blank=True, default=True)
+    mail_enabled = models.BooleanField("mailEnabled", null=True, blank=True, default=False)
     mail_nickname = models.CharField("mailNickname", max_length=64, blank=True, default="")
     extensions = models.JSONField(default=dict, blank=True)
 

@@ -99,7 +99,7 @@ def _check_types(model: type[User] | type[Group], values: Mapping[str, Any]) -> 
             continue
         field = model._meta.get_field(name)
         if isinstance(field, models.BooleanField):
-            if not isinstance(value, bool):
+            if not isinstance(value, bool) and not (value is None and field.null):
                 raise InvalidValue(f"{field.verbose_name} must be a boolean, got {value!r}", field=name)
         elif isinstance(field, models.JSONField):
             if value is None:

@@ -31,6 +31,7 @@ from scim_api.schema import (
     COMMON_SCHEMA,
     CORE_GROUP,
     ENTERPRISE_USER,
+    ENTRA_USER,
     Attribute,
     AttributePath,
     ResourceType,
@@ -109,6 +110,11 @@ NON_URN_SCHEMA = Rewrite(
     'Entries of a POST/PUT body\'s "schemas" that are not URNs (Entra\'s "http://schemas.microsoft.com/'
     '…/ADSCIM/2.0/Group") are dropped; the core schema stays. Entra group create.',
 )
+ENTRA_USER_TYPE = Rewrite(
+    "entra-user-type",
+    "userType sent in Entra's user extension (`urn:…:Microsoft:Entra:2.0:User:userType`) becomes the core "
+    "userType, which holds the same value; one attribute, one place. Entra.",
+)
 READONLY_INPUT = Rewrite(
     "readonly-input",
     'readOnly attributes in a POST/PUT body ("meta", the User\'s "groups", and on PUT an "id" equal to '
@@ -131,6 +137,7 @@ REWRITES: Final[dict[str, Rewrite]] = {
         REMOVE_MEMBERS_VALUE_ARRAY,
         PATCH_VALUE_CARRIES_ID,
         NON_URN_SCHEMA,
+        ENTRA_USER_TYPE,
         READONLY_INPUT,
     )
 }
@@ -196,7 +203,13 @@ def normalize_resource(
         return Normalized(body)
     ctx = _Context(resource_type, method, resource_id)
     resource = _message_key_case(copy.deepcopy(body), ("schemas",), ctx)
-    for step in (_drop_non_urn_schemas, _drop_readonly_input, _schema_uri_case, _resource_object):
+    for step in (
+        _drop_non_urn_schemas,
+        _drop_readonly_input,
+        _schema_uri_case,
+        _entra_user_type_in_body,
+        _resource_object,
+    ):
         resource = step(resource, ctx)
     return Normalized(resource, ctx.fired)
 
@@ -373,6 +386,44 @@ def _rewrite_value(op: dict[str, Any], ctx: _Context) -> list[dict[str, Any]]:
     return [{**op, "value": _attribute_value(target.schema, attribute, value, ctx)}]
 
 
+_ENTRA_USER_TYPE_PATH = f"{ENTRA_USER}:userType".lower()
+
+
+def _entra_user_type_path(op: dict[str, Any], ctx: _Context) -> list[dict[str, Any]]:
+    """A path naming Entra's extension userType, or a path-less value carrying it, addresses core userType."""
+    path = op.get("path")
+    if isinstance(path, str):
+        if path.strip().lower() != _ENTRA_USER_TYPE_PATH:
+            return [op]
+        ctx.fire(ENTRA_USER_TYPE)
+        return [{**op, "path": "userType"}]
+    value = op.get("value")
+    if isinstance(value, dict):
+        moved = _entra_user_type_in_body(value, ctx)
+        if moved is not value:
+            return [{**op, "value": moved}]
+    return [op]
+
+
+def _entra_user_type_in_body(resource: dict[str, Any], ctx: _Context) -> dict[str, Any]:
+    if ctx.resource_type.name != "User":
+        return resource
+    for key, extension in resource.items():
+        if key.lower() != ENTRA_USER.lower() or not isinstance(extension, dict):
+            continue
+        name = next((k for k in extension if k.lower() == "usertype"), None)
+        if name is None:
+            continue
+        ctx.fire(ENTRA_USER_TYPE)
+        moved = {k: v for k, v in resource.items() if k != key}
+        rest = {k: v for k, v in extension.items() if k != name}
+        if rest:
+            moved[key] = rest
+        moved.setdefault("userType", extension[name])
+        return moved
+    return resource
+
+
 def _drop_own_id(op: dict[str, Any], ctx: _Context) -> list[dict[str, Any]]:
     """Okta renames a group with `{"op": "replace", "value": {"id": <its id>, "displayName": …}}`."""
     value = op.get("value")
@@ -395,6 +446,7 @@ _OPERATION_STEPS: tuple[_OperationStep, ...] = (
     _operation_key_case,
     _operation_stray_keys,
     _op_case,
+    _entra_user_type_path,
     _split_dotted_keys,
     _canonical_path,
     _manager_plain_id,

@@ -10,6 +10,7 @@ from http import HTTPStatus
 from typing import Any
 
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -112,6 +113,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return response
 
 
+@csrf_exempt  # SCIM clients send no CSRF token: a POST to an unknown URL must still get a SCIM 404.
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown URLs under /scim/v2/ answer a SCIM 404, not Django's HTML page."""
     return JsonResponse(

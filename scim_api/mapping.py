@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from directory.exceptions import InvalidValue
 from directory.models import Group, User, UserValue
@@ -252,57 +252,102 @@ def _parse_uuid(value: Any, label: str) -> uuid.UUID:
         raise InvalidValue(f"{label} must be a resource id, got {value!r}", field=label) from None
 
 
-def user_from_scim(resource: Mapping[str, Any], *, replace: bool) -> UserInput:
-    """Service arguments from a full User representation.
+Mode = Literal["create", "put", "patch"]
 
-    With replace=True (PUT, or the result of a PATCH) every attribute missing
-    from `resource` is cleared, except `active` (a PUT that omits it must not
-    deactivate anyone) and `password` (unchanged unless given).
+
+def _clears(mode: Mode, data: Mapping[str, Any], urn: str | None = None) -> bool:
+    """Whether an attribute missing from the body is cleared.
+
+    POST sets only what it names. PATCH hands over the whole resource after its
+    operations, so anything missing was removed. PUT replaces the core schema and
+    each extension the body carries; an extension it leaves out is kept, because a
+    client that does not know an extension (Okta and Entra's group extension) must
+    not wipe it.
+    """
+    if mode == "create":
+        return False
+    return mode == "patch" or urn is None or urn in data
+
+
+def user_from_scim(
+    resource: Mapping[str, Any], *, mode: Mode, current_extensions: Mapping[str, Any] | None = None
+) -> UserInput:
+    """Service arguments from a User representation (a POST or PUT body, or a PATCH result).
+
+    `active` is never cleared (a PUT that omits it must not deactivate anyone) and
+    `password` changes only when given.
     """
     _require(dict, resource, "The resource")
     data = _canonical_top_level(resource, USER)
     result = UserInput()
     fields = result.fields
+    clear = _clears(mode, data)
     for scim_name, column in USER_SIMPLE.items():
-        if scim_name in data or replace:
+        if scim_name in data or clear:
             fields[column] = _string(data.get(scim_name), scim_name)
     name = _keys(_require(dict, data.get("name") or {}, "name"), USER.schema.attribute("name"), "name")
     for scim_name, column in NAME_PARTS.items():
-        if scim_name in name or replace or "name" in data:
+        if scim_name in name or clear or "name" in data:
             fields[column] = _string(name.get(scim_name), f"name.{scim_name}")
     if "active" in data and data["active"] is not None:
         fields["active"] = _require(bool, data["active"], "active")
     for kind in MULTI_VALUED:
-        if kind in data or replace:
+        if kind in data or clear:
             result.values[kind] = _values_from_scim(kind, data.get(kind))
     if "password" in data:
         result.password_given = True
         result.password = _string(data["password"], "password") or None
 
     enterprise = _extension(data, ENTERPRISE_USER)
+    clear_enterprise = _clears(mode, data, ENTERPRISE_USER)
     for scim_name, column in ENTERPRISE_SIMPLE.items():
-        if scim_name in enterprise or replace:
+        if scim_name in enterprise or clear_enterprise:
             fields[column] = _string(enterprise.get(scim_name), scim_name)
-    if "manager" in enterprise or replace:
+    if "manager" in enterprise or clear_enterprise:
         manager = enterprise.get("manager")
         if manager in (None, "", {}):
             fields["manager_id"] = None
         else:
             manager = _keys(_require(dict, manager, "manager"), _enterprise_attribute("manager"), "manager")
-            manager_id = manager.get("value")
+            manager_id = manager.get("value") or _id_from_ref(manager.get("$ref"))
             fields["manager_id"] = _parse_uuid(manager_id, "manager.value") if manager_id else None
 
-    if ENTRA_USER in data:
-        entra_type = _extension(data, ENTRA_USER).get("userType")
-        # Rendered only in the core schema, so a value here was just sent: it wins.
-        if entra_type not in (None, ""):
-            fields["user_type"] = _string(entra_type, "userType")
-    extensions = _other_extensions(data, resource)
+    present = _other_extensions(data, validated={ENTRA_USER: _entra_user})
+    extensions = _merge_extensions(mode, present, current_extensions)
     if extensions is not None:
         fields["extensions"] = extensions
-    elif replace:
-        fields["extensions"] = {}
     return result
+
+
+def _entra_user(data: Mapping[str, Any]) -> dict[str, Any]:
+    entra = _extension(data, ENTRA_USER)
+    return {key: _string(value, key) for key, value in entra.items() if value not in (None, "")}
+
+
+def _merge_extensions(
+    mode: Mode, present: dict[str, dict[str, Any]], current: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The `extensions` JSON to store, or None to leave it alone."""
+    if mode == "patch":
+        return {urn: data for urn, data in present.items() if data}
+    if mode == "create":
+        return {urn: data for urn, data in present.items() if data} if present else None
+    if not present:
+        return None
+    merged = dict(current or {})
+    for urn, data in present.items():
+        if data:
+            merged[urn] = data
+        else:
+            merged.pop(urn, None)
+    return merged
+
+
+def _id_from_ref(ref: Any) -> str | None:
+    """The id at the end of a resource URI ($ref), for clients that send only the reference."""
+    if not isinstance(ref, str) or not ref.strip("/"):
+        return None
+    return ref.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _enterprise_attribute(name: str) -> Attribute | None:
@@ -351,26 +396,15 @@ def _extension(data: Mapping[str, Any], urn: str) -> dict[str, Any]:
     return canonical
 
 
-def _other_extensions(data: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The Entra extension (validated) and any undeclared extension (kept as sent), keyed by URN."""
-    extensions: dict[str, Any] = {}
-    present = False
-    if ENTRA_USER in data:
-        present = True
-        entra = _extension(data, ENTRA_USER)
-        clean = {
-            key: _string(value, key)
-            for key, value in entra.items()
-            if value not in (None, "") and key != "userType"  # stored in the user_type column
-        }
-        if clean:
-            extensions[ENTRA_USER] = clean
+def _other_extensions(data: Mapping[str, Any], *, validated: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Extension objects stored in the `extensions` JSON, by URN: declared ones validated, others as sent."""
+    present: dict[str, dict[str, Any]] = {}
     for key, value in data.items():
-        if key.lower().startswith("urn:") and key not in (ENTERPRISE_USER, ENTRA_USER):
-            present = True
-            if value:
-                extensions[key] = _require(dict, value, key)
-    return extensions if present else None
+        if key in validated:
+            present[key] = validated[key](data)
+        elif key.lower().startswith("urn:") and key not in (ENTERPRISE_USER, ENTRA_GROUP):
+            present[key] = dict(_require(dict, value, key)) if value else {}
+    return present
 
 
 # --- groups ---------------------------------------------------------------------------------
@@ -393,14 +427,18 @@ def group_to_scim(
             }
             for member in members
         ]
-    entra: dict[str, Any] = {
-        "groupTypes": ["Unified"] if group.kind == Group.Kind.UNIFIED else [],
-        "mailEnabled": group.mail_enabled,
-        "securityEnabled": group.security_enabled,
-    }
+    entra: dict[str, Any] = {}
+    if group.kind == Group.Kind.UNIFIED:
+        entra["groupTypes"] = ["Unified"]
+    for scim_name, flag in (("mailEnabled", group.mail_enabled), ("securityEnabled", group.security_enabled)):
+        if flag is not None:
+            entra[scim_name] = flag
     _put(entra, "description", group.description)
     _put(entra, "mailNickname", group.mail_nickname)
-    resource[ENTRA_GROUP] = entra
+    if entra:
+        resource[ENTRA_GROUP] = entra
+    else:
+        resource["schemas"].remove(ENTRA_GROUP)
     for urn, data in sorted((group.extensions or {}).items()):
         if data:
             resource["schemas"].append(urn)
@@ -409,45 +447,42 @@ def group_to_scim(
     return resource
 
 
-def group_from_scim(resource: Mapping[str, Any], *, replace: bool) -> GroupInput:
-    """Service arguments from a full Group representation; `members` only when the body has them."""
+def group_from_scim(
+    resource: Mapping[str, Any], *, mode: Mode, current_extensions: Mapping[str, Any] | None = None
+) -> GroupInput:
+    """Service arguments from a Group representation; `members` only when the body has them (or a PUT)."""
     _require(dict, resource, "The resource")
     data = _canonical_top_level(resource, GROUP)
     result = GroupInput()
     fields = result.fields
-    if "displayName" in data or replace:
+    clear = _clears(mode, data)
+    if "displayName" in data or clear:
         fields["display_name"] = _string(data.get("displayName"), "displayName")
-    if "externalId" in data or replace:
+    if "externalId" in data or clear:
         fields["external_id"] = _string(data.get("externalId"), "externalId")
     if "members" in data:
         members = _require(list, data["members"] if data["members"] is not None else [], "members")
         result.members = [_require(dict, member, "members") for member in members]
-    elif replace:
+    elif mode == "put":
         result.members = []
 
     entra = _extension(data, ENTRA_GROUP) if ENTRA_GROUP in data else {}
-    if "groupTypes" in entra or replace:
+    clear_entra = _clears(mode, data, ENTRA_GROUP)
+    if "groupTypes" in entra or clear_entra:
         types = _require(list, entra.get("groupTypes") or [], "groupTypes")
         unified = any(isinstance(t, str) and t.lower() == "unified" for t in types)
         fields["kind"] = Group.Kind.UNIFIED if unified else Group.Kind.SECURITY
     for scim_name, column in (("description", "description"), ("mailNickname", "mail_nickname")):
-        if scim_name in entra or replace:
+        if scim_name in entra or clear_entra:
             fields[column] = _string(entra.get(scim_name), scim_name)
-    for scim_name, column, default in (
-        ("mailEnabled", "mail_enabled", None),
-        ("securityEnabled", "security_enabled", True),
-    ):
+    for scim_name, column in (("mailEnabled", "mail_enabled"), ("securityEnabled", "security_enabled")):
         if entra.get(scim_name) is not None:
             fields[column] = _require(bool, entra[scim_name], scim_name)
-        elif replace and default is not None:
-            fields[column] = default
-    others = {
-        key: value for key, value in data.items() if key.lower().startswith("urn:") and key != ENTRA_GROUP
-    }
-    if others:
-        fields["extensions"] = {key: _require(dict, value, key) for key, value in others.items() if value}
-    elif replace:
-        fields["extensions"] = {}
+        elif clear_entra:
+            fields[column] = None  # unassigned
+    extensions = _merge_extensions(mode, _other_extensions(data, validated={}), current_extensions)
+    if extensions is not None:
+        fields["extensions"] = extensions
     return result
 
 

@@ -315,6 +315,9 @@ class _Patcher:
             )
         _check_unique_keys(value, schema.id)
         for key, item in value.items():
+            # Clients built on scim2-models put the extension's own "schemas" inside it.
+            if key.lower() == "schemas":
+                continue
             self._apply_path(op, f"{schema.id}:{key}", item)
 
     def _resolve(self, path: str) -> _Target:
@@ -605,14 +608,22 @@ def _object(attribute: Attribute, value: Any, label: str) -> dict[str, Any]:
     return result
 
 
+_REFERENCE = ("value", "$ref")
+
+
 def _merge(attribute: Attribute, current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """`current` with `changes` applied (None deletes); {} when the value itself was cleared."""
-    if "value" in changes and attribute.sub("value") is not None:
-        if changes["value"] is None:
+    if attribute.sub("value") is not None:
+        if "value" in changes and changes["value"] is None and not changes.get("$ref"):
             return {}
-        if changes["value"] != current.get("value"):
-            # $ref and display names described the old value; the server fills them in again.
-            current = {k: v for k, v in current.items() if not _is_read_only(attribute, k)}
+        if any(key in changes and changes[key] != current.get(key) for key in _REFERENCE):
+            # value and $ref name the same resource, and display names describe it: whichever the
+            # client did not send now describes the old one. The server fills them in again.
+            current = {
+                k: v
+                for k, v in current.items()
+                if not _is_read_only(attribute, k) and (k not in _REFERENCE or k in changes)
+            }
     merged = dict(current)
     for key, item in changes.items():
         if item is None:

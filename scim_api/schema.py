@@ -238,7 +238,11 @@ _CORE_USER_ATTRIBUTES: tuple[Attribute, ...] = (
     ),
     Attribute("locale", column="locale", description="Default location for localisation, e.g. 'en-US'."),
     Attribute("timezone", column="timezone", description="Time zone in IANA format, e.g. 'Europe/Paris'."),
-    Attribute("active", "boolean", column="active", description="Whether the user may sign in."),
+    # Required here although optional in RFC 7643: the directory always knows whether a user may sign
+    # in, so `active` cannot be unassigned (a remove is refused); a create that omits it gets true.
+    Attribute(
+        "active", "boolean", required=True, column="active", description="Whether the user may sign in."
+    ),
     Attribute(
         "password",
         mutability="writeOnly",
@@ -328,10 +332,9 @@ _ENTERPRISE_ATTRIBUTES: tuple[Attribute, ...] = (
             Attribute(
                 "$ref",
                 "reference",
-                mutability="readOnly",
                 reference_types=("User",),
                 filterable=False,
-                description="The manager's URI.",
+                description="The manager's URI (RFC 7643 §4.3: readWrite, like value).",
             ),
             Attribute(
                 "displayName",
@@ -350,8 +353,6 @@ def _entra_user_column(name: str) -> str:
 
 _ENTRA_USER_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("mailNickname", column=_entra_user_column("mailNickname"), description="The mail alias."),
-    # Entra lists userType in its extension too; it is the same value as the core userType.
-    Attribute("userType", column="user_type", description="Member or Guest, as Entra spells it."),
     Attribute(
         "employeeHireDate",
         "dateTime",

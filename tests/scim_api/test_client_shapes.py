@@ -1866,7 +1866,8 @@ def test_entra_provider_group_types_unified_is_a_microsoft_365_group(scim: Scim)
     )
 
     assert unified[ENTRA_GROUP]["groupTypes"] == ["Unified"]
-    assert security[ENTRA_GROUP] == {"groupTypes": [], "mailEnabled": False, "securityEnabled": True}
+    # An empty groupTypes is unassigned (RFC 7643 §2.4), so a security group shows none.
+    assert security[ENTRA_GROUP] == {"mailEnabled": False, "securityEnabled": True}
     m365 = Group.objects.get(pk=unified["id"])
     assert (m365.kind, m365.mail_enabled, m365.security_enabled, m365.mail_nickname, m365.description) == (
         Group.Kind.UNIFIED,

@@ -863,6 +863,7 @@ def test_normalize_resource_refuses_other_methods() -> None:
 def test_every_rewrite_is_registered_with_a_description() -> None:
     assert sorted(REWRITES) == [
         "attribute-name-case",
+        "entra-user-type",
         "manager-plain-id",
         "message-key-case",
         "no-path-dotted-keys",
@@ -877,3 +878,32 @@ def test_every_rewrite_is_registered_with_a_description() -> None:
         "string-boolean",
     ]
     assert all(name == rewrite.name and rewrite.description for name, rewrite in REWRITES.items())
+
+
+ENTRA_USER_URN = "urn:ietf:params:scim:schemas:extension:Microsoft:Entra:2.0:User"
+
+
+def test_entra_user_type_in_the_extension_body_moves_to_core() -> None:
+    body = {
+        "schemas": [CORE_USER, ENTRA_USER_URN],
+        "userName": "a@contoso.com",
+        ENTRA_USER_URN: {"userType": "Guest", "mailNickname": "a"},
+    }
+
+    result = normalize_resource(body, USER, method="POST")
+
+    assert result.body["userType"] == "Guest"
+    assert result.body[ENTRA_USER_URN] == {"mailNickname": "a"}
+    assert result.fired == ["entra-user-type"]
+
+
+def test_entra_user_type_path_becomes_the_core_path() -> None:
+    body = {
+        "schemas": [PATCH_OP],
+        "Operations": [{"op": "replace", "path": f"{ENTRA_USER_URN}:userType", "value": "Member"}],
+    }
+
+    result = normalize_patch(body, USER)
+
+    assert result.body["Operations"] == [{"op": "replace", "path": "userType", "value": "Member"}]
+    assert result.fired == ["entra-user-type"]

@@ -499,7 +499,6 @@ def test_boolean_sub_attribute_as_string_is_invalid_value() -> None:
         {"op": "replace", "path": "meta.version", "value": "W/1"},
         {"op": "add", "path": "groups", "value": [{"value": GROUP_ID}]},
         {"op": "replace", "path": f"{ENTERPRISE_USER}:manager.displayName", "value": "Jane"},
-        {"op": "replace", "path": f"{ENTERPRISE_USER}:manager.$ref", "value": "../Users/x"},
     ],
 )
 def test_read_only_path_is_mutability(operation: dict[str, Any]) -> None:
@@ -591,12 +590,22 @@ def test_replace_manager_drops_the_old_managers_read_only_details() -> None:
     assert user[ENTERPRISE_USER]["manager"] == {"value": "m-2"}
 
 
-def test_echoed_read_only_manager_details_are_ignored() -> None:
-    value = {"value": MANAGER_ID, "displayName": "Someone Else", "$ref": "elsewhere"}
+def test_echoed_read_only_manager_display_name_is_ignored() -> None:
+    current = make_user()[ENTERPRISE_USER]["manager"]
+    value = {"value": MANAGER_ID, "displayName": "Someone Else", "$ref": current["$ref"]}
 
     user = patch_user({"op": "replace", "path": f"{ENTERPRISE_USER}:manager", "value": value})
 
-    assert user[ENTERPRISE_USER]["manager"] == make_user()[ENTERPRISE_USER]["manager"]
+    assert user[ENTERPRISE_USER]["manager"] == current
+
+
+def test_manager_set_by_ref_alone_drops_the_old_value() -> None:
+    """RFC 7643 §4.3: manager.$ref is readWrite; a client may name the manager by URI only."""
+    user = patch_user(
+        {"op": "replace", "path": f"{ENTERPRISE_USER}:manager", "value": {"$ref": "../Users/m-9"}}
+    )
+
+    assert user[ENTERPRISE_USER]["manager"] == {"$ref": "../Users/m-9"}
 
 
 @pytest.mark.parametrize("value", [{"value": ""}, {"value": None}, "", None])
