@@ -389,3 +389,26 @@ def test_inactive_user_stays_visible_to_filters(scim):
     scim.patch(f"Users/{body['id']}", patch_op({"op": "replace", "path": "active", "value": False}))
     reply = scim.get("Users", filter='userName eq "alice@contoso.com" and active eq false')
     assert [r["id"] for r in reply.body["Resources"]] == [body["id"]]
+
+
+def test_get_and_filter_query_counts_do_not_grow_with_values_or_groups(scim):
+    scim.get("Users")  # warm-up: the first request of a client also records its last use
+
+    def queries(size: int) -> tuple[int, int]:
+        user = services.user_create(
+            actor=SYSTEM,
+            user_name=f"size{size}@example.com",
+            values={"emails": [{"value": f"{n}-{size}@x.com"} for n in range(size)]},
+        )
+        for n in range(size):
+            group = services.group_create(actor=SYSTEM, display_name=f"g{size}-{n}")
+            services.membership_add(actor=SYSTEM, group_id=group.pk, user_ids=[user.pk])
+        with CaptureQueriesContext(connection) as by_id:
+            assert scim.get(f"Users/{user.pk}").status == HTTPStatus.OK
+        with CaptureQueriesContext(connection) as by_filter:
+            reply = scim.get("Users", filter=f'userName eq "size{size}@example.com"')
+            assert reply.body["totalResults"] == 1
+            assert len(reply.body["Resources"][0]["groups"]) == size
+        return len(by_id), len(by_filter)
+
+    assert queries(1) == queries(25)
