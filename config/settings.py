@@ -103,7 +103,9 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     }
 elif _database["ENGINE"] == "django.db.backends.postgresql":
     _database.setdefault("OPTIONS", {})
-    _database["CONN_HEALTH_CHECKS"] = True
+    # Off by default: a health check costs a round trip at the start of every request. Turn it on
+    # where something between the app and PostgreSQL (a proxy, a failover) drops idle connections.
+    _database["CONN_HEALTH_CHECKS"] = env_bool("DB_CONN_HEALTH_CHECKS", False)
 if env_str("TEST_DATABASE_NAME"):
     # Lets two test runs share one PostgreSQL server without clobbering each other.
     _database["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME")}
@@ -190,6 +192,7 @@ SCIM_API = {
     "MAX_PAGE_SIZE": env_int("SCIM_MAX_PAGE_SIZE", 1000, minimum=1),
     "USER_PATCH_RETURNS_RESOURCE": env_bool("SCIM_USER_PATCH_RETURNS_RESOURCE", True),
     "GROUP_PATCH_RETURNS_RESOURCE": env_bool("SCIM_GROUP_PATCH_RETURNS_RESOURCE", False),
+    "TOKEN_CACHE_SECONDS": env_int("SCIM_TOKEN_CACHE_SECONDS", 5, minimum=0, maximum=300),
 }
 
 # Read through directory.conf.directory_settings, never at import time.

@@ -91,6 +91,8 @@ class User(models.Model):
             models.Index(fields=["employee_number"], name="directory_user_employee_no"),
             models.Index(fields=["department"], name="directory_user_department"),
             models.Index(fields=["last_modified"], name="directory_user_last_modified"),
+            # The default listing order (selectors.user_list): index pages without a sort.
+            models.Index(fields=["created", "id"], name="directory_user_created_id"),
         ]
 
     def __str__(self) -> str:
@@ -203,6 +205,7 @@ class Group(models.Model):
         indexes = [
             models.Index(fields=["external_id"], name="directory_group_external_id"),
             models.Index(fields=["last_modified"], name="directory_group_last_modified"),
+            models.Index(fields=["created", "id"], name="directory_group_created_id"),
         ]
 
     def __str__(self) -> str:

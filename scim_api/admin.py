@@ -8,7 +8,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from scim_api.models import DialectRewrite, ScimClient
-from scim_api.services import scim_client_create, scim_client_rotate
+from scim_api.services import scim_client_create, scim_client_revoke, scim_client_rotate
+from scim_api.token_cache import recent_clients
 
 
 class DialectRewriteInline(admin.TabularInline):
@@ -54,6 +55,7 @@ class ScimClientAdmin(admin.ModelAdmin):
             if days:
                 obj.expires_in(days)
             obj.save()
+            recent_clients.clear()  # a revoked tick-box or a new expiry takes effect now
             return
         client, token = scim_client_create(
             name=obj.name,
@@ -78,7 +80,7 @@ class ScimClientAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected clients' tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ScimClient]) -> None:
-        count = queryset.update(revoked=True)
+        count = scim_client_revoke(client_ids=queryset.values_list("pk", flat=True))
         self.message_user(request, f"{count} SCIM client token(s) revoked.", messages.SUCCESS)
 
     def _show_token(self, request: HttpRequest, client: ScimClient, token: str) -> None:

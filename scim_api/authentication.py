@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from scim_api.conf import scim_setting
 from scim_api.exceptions import WWW_AUTHENTICATE
 from scim_api.models import ScimClient, hash_token
+from scim_api.token_cache import recent_clients
 
 
 class ScimTokenAuthentication(authentication.BaseAuthentication):
@@ -24,12 +25,16 @@ class ScimTokenAuthentication(authentication.BaseAuthentication):
         if scheme.lower() != "bearer" or not token.strip():
             raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <token>'.")
         token = token.strip()
-        lookup = ScimClient.lookup_of(token)
-        client = ScimClient.objects.filter(token_lookup=lookup).first() if lookup else None
-        # Compare even when no client matched, so timing does not reveal which lookups exist.
-        expected = client.token_hash if client else hash_token("")
-        if not hmac.compare_digest(hash_token(token), expected) or client is None:
-            raise exceptions.AuthenticationFailed("The bearer token is not valid.")
+        digest = hash_token(token)
+        client = recent_clients.get(digest)
+        if client is None:
+            lookup = ScimClient.lookup_of(token)
+            client = ScimClient.objects.filter(token_lookup=lookup).first() if lookup else None
+            # Compare even when no client matched, so timing does not reveal which lookups exist.
+            expected = client.token_hash if client else hash_token("")
+            if not hmac.compare_digest(digest, expected) or client is None:
+                raise exceptions.AuthenticationFailed("The bearer token is not valid.")
+            recent_clients.put(digest, client)
         if client.revoked:
             raise exceptions.AuthenticationFailed("The bearer token has been revoked.")
         if not client.is_usable():

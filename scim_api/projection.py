@@ -75,6 +75,9 @@ class Projection:
         )
 
     def apply(self, resource: dict[str, Any]) -> dict[str, Any]:
+        if not self.attributes and not self.excluded:
+            # Rendered representations never carry password: nothing to copy or remove.
+            return resource
         result = copy.deepcopy(resource)
         result.pop("password", None)
         if self.attributes:

@@ -7,6 +7,7 @@ from django.db.models import F
 from django.utils.timezone import now
 
 from scim_api.models import DialectRewrite, ScimClient
+from scim_api.token_cache import recent_clients
 
 
 @transaction.atomic
@@ -28,7 +29,15 @@ def scim_client_rotate(*, client_id: int) -> tuple[ScimClient, str]:
     token = client.issue_token()
     client.revoked = False
     client.save(update_fields=["token_lookup", "token_hash", "revoked"])
+    recent_clients.clear()
     return client, token
+
+
+def scim_client_revoke(*, client_ids: Iterable[int]) -> int:
+    """Revoke tokens; returns how many clients were revoked."""
+    count = ScimClient.objects.filter(pk__in=list(client_ids), revoked=False).update(revoked=True)
+    recent_clients.clear()
+    return count
 
 
 def dialect_rewrites_record(*, client: ScimClient, names: Iterable[str]) -> None:

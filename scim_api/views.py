@@ -129,16 +129,12 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
                 dialect_rewrites_record(client=self.client, names=fired)
             queryset = queryset.filter(compile_filter(text, self.resource_type))
         page = Page.from_params(params)
-        total = queryset.count()
-        rows = (
-            list(
-                queryset.order_by(
-                    *order_by(params.get("sortby"), params.get("sortorder"), self.resource_type)
-                )[page.offset : page.offset + page.count]
-            )
-            if page.count
-            else []
-        )
+        ordering = order_by(params.get("sortby"), params.get("sortorder"), self.resource_type)
+        rows = self.page_rows(queryset, ordering, page) if page.count else []
+        if page.offset == 0 and len(rows) < page.count:
+            total = len(rows)  # a short first page is the whole result: no COUNT needed
+        else:
+            total = queryset.count()
         resources = [projection.apply(resource) for resource in self.render(rows, projection)]
         body = {
             "schemas": [LIST_RESPONSE],
@@ -148,6 +144,16 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
             "Resources": resources,
         }
         return Response(body, content_type=SCIM_CONTENT_TYPE)
+
+    def page_rows(self, queryset: QuerySet[Any], ordering: list[Any], page: Page) -> list[Any]:
+        window = queryset.order_by(*ordering)[page.offset : page.offset + page.count]
+        if page.offset < 1000:
+            return list(window)
+        # Deep pages: find the page's ids on the narrow (created, id) index first, then load only
+        # those rows; OFFSET over the full rows (and their joins) would read every row skipped.
+        ids = list(window.values_list("pk", flat=True))
+        by_id = {row.pk: row for row in queryset.filter(pk__in=ids)}
+        return [by_id[pk] for pk in ids if pk in by_id]
 
     # --- hooks for each resource type --------------------------------------------------
 

@@ -77,3 +77,11 @@ def anonymous(client: Client) -> Scim:
 
 def patch_op(*operations: dict[str, Any]) -> dict[str, Any]:
     return {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": list(operations)}
+
+
+@pytest.fixture(autouse=True)
+def _forget_recent_tokens() -> None:
+    # Each test starts with no token trusted from an earlier test's (rolled back) clients.
+    from scim_api.token_cache import recent_clients
+
+    recent_clients.clear()
