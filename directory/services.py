@@ -174,9 +174,16 @@ def _lock_group(group_id: uuid.UUID) -> Group:
 
 
 def _save_unique(
-    obj: User | Group, *, field: str, label: str, update_fields: list[str] | None = None
+    obj: User | Group, *, field: str, label: str, update_fields: list[str] | None = None, renamed: bool = True
 ) -> None:
-    """Save, turning a lost race on a unique index into UniquenessConflict."""
+    """Save, turning a lost race on a unique index into UniquenessConflict.
+
+    The savepoint that lets the transaction go on after such a race costs two
+    round trips, so an update that leaves the unique column alone skips it.
+    """
+    if not renamed:
+        obj.save(update_fields=update_fields)
+        return
     try:
         with transaction.atomic():
             obj.save(update_fields=update_fields)
@@ -361,7 +368,7 @@ def user_update(
         user.password = make_password(password) if password else ""
     user.version += 1
     user.last_modified = timezone.now()
-    _save_unique(user, field="user_name", label="userName")
+    _save_unique(user, field="user_name", label="userName", renamed="user_name" in diff)
     changed_kinds = {kind: items for kind, items in clean_values.items() if kind in diff}
     if changed_kinds:
         _write_values(user, changed_kinds, replace=True)
@@ -490,7 +497,7 @@ def group_update(
         return group
     group.version += 1
     group.last_modified = timezone.now()
-    _save_unique(group, field="display_name", label="Group displayName")
+    _save_unique(group, field="display_name", label="Group displayName", renamed="display_name" in diff)
     ChangeEvent.objects.create(**_event_fields(group, ChangeEvent.Kind.UPDATED))
     _audit(actor, "update", group, diff)
     return group
@@ -604,13 +611,21 @@ def membership_add(
     group_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID] = (),
     group_ids: Sequence[uuid.UUID] = (),
+    member_ids: Sequence[uuid.UUID] = (),
     expected_version: int | None = None,
 ) -> int:
     """Add users and/or groups to a group; members already there are left alone.
 
-    Costs the same handful of statements whatever the group's size: the
-    group's members are never loaded. Returns how many were actually added.
+    `member_ids` are members whose kind the caller does not know (SCIM clients
+    often omit it): each is a user if a user has that id, else a group. Costs
+    the same handful of statements whatever the group's size: the group's
+    members are never loaded. Returns how many were actually added.
     """
+    if member_ids:
+        known = _unique(member_ids)
+        users = set(User.objects.filter(pk__in=known).values_list("pk", flat=True))
+        user_ids = [*user_ids, *(member for member in known if member in users)]
+        group_ids = [*group_ids, *(member for member in known if member not in users)]
     if group_ids:
         _lock_nesting()
     group = _lock_group(group_id)

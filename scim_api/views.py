@@ -7,6 +7,8 @@ out, error mapping, dialect normalisation and its counters, ETags.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from django.db import transaction
@@ -18,7 +20,7 @@ from rest_framework.views import APIView
 
 from directory import selectors, services
 from directory.actors import Actor
-from directory.exceptions import InvalidValue, ObjectNotFound
+from directory.exceptions import InvalidValue, ObjectNotFound, VersionMismatch
 from directory.models import Group, User
 from scim_api import dialects, mapping
 from scim_api.authentication import ScimScopePermission, ScimTokenAuthentication
@@ -259,30 +261,37 @@ class UsersViewSet(ScimViewSet):
     def partial_update(self, request: Request, pk: str) -> Response:
         projection = self.projection()
         user_id = _uuid(pk)
-        with transaction.atomic():
-            # Locked: the PATCH applies to the representation read here, and no other write slips between.
-            user = selectors.user_get(user_id=user_id, for_update=True)
-            expected = self.expected_version()
-            if expected is not None and expected != user.version:
-                raise ScimError(f"The user is at version {user.version}, not {expected}.", status=412)
-            current = mapping.user_to_scim(user, values=user.values.all(), base_url=self.base_url)
-            body = self.normalised(dialects.normalize_patch(self.body(), USER, resource_id=str(user.pk)))
-            result = apply_patch(USER, current, body)
-            before = mapping.user_from_scim(current, mode="patch")
-            after = mapping.user_from_scim(result.resource, mode="patch")
-            extra = {"password": after.password} if after.password_given else {}
-            services.user_update(
-                actor=self.actor,
-                user_id=user_id,
-                values={
-                    kind: items for kind, items in after.values.items() if before.values.get(kind) != items
-                },
-                **_changed(before.fields, after.fields),
-                **extra,
-            )
+        body = self.body()
+        expected = self.expected_version()
+        self.normalised(
+            _with_retries(lambda locked: self._patch_user(user_id, body, expected, locked=locked))
+        )
         if scim_setting("USER_PATCH_RETURNS_RESOURCE") or projection.explicit:
             return self._respond(user_id, projection)
         return Response(status=204)
+
+    def _patch_user(
+        self, user_id: uuid.UUID, body: dict[str, Any], expected: int | None, *, locked: bool
+    ) -> dialects.Normalized:
+        user = selectors.user_get(user_id=user_id, for_update=locked)
+        if expected is not None and expected != user.version:
+            raise ScimError(f"The user is at version {user.version}, not {expected}.", status=412)
+        current = mapping.user_to_scim(user, values=user.values.all(), base_url=self.base_url)
+        normalized = dialects.normalize_patch(body, USER, resource_id=str(user.pk))
+        result = apply_patch(USER, current, normalized.body)
+        before = mapping.user_from_scim(current, mode="patch")
+        after = mapping.user_from_scim(result.resource, mode="patch")
+        extra = {"password": after.password} if after.password_given else {}
+        values = {kind: items for kind, items in after.values.items() if before.values.get(kind) != items}
+        services.user_update(
+            actor=self.actor,
+            user_id=user_id,
+            expected_version=user.version,
+            values=values,
+            **_changed(before.fields, after.fields),
+            **extra,
+        )
+        return normalized
 
     def destroy(self, request: Request, pk: str) -> Response:
         services.user_delete(actor=self.actor, user_id=_uuid(pk), expected_version=self.expected_version())
@@ -363,45 +372,72 @@ class GroupsViewSet(ScimViewSet):
     def partial_update(self, request: Request, pk: str) -> Response:
         projection = self.projection()
         group_id = _uuid(pk)
-        with transaction.atomic():
-            group = selectors.group_get(group_id=group_id, for_update=True)
-            expected = self.expected_version()
-            if expected is not None and expected != group.version:
-                raise ScimError(f"The group is at version {group.version}, not {expected}.", status=412)
-            current = mapping.group_to_scim(group, base_url=self.base_url)
-            body = self.normalised(dialects.normalize_patch(self.body(), GROUP, resource_id=str(group.pk)))
-            result = apply_patch(GROUP, current, body)
-            before = mapping.group_from_scim(current, mode="patch")
-            after = mapping.group_from_scim(result.resource, mode="patch")
-            changes = _changed(before.fields, after.fields)
-            if changes:
-                services.group_update(actor=self.actor, group_id=group_id, **changes)
-            delta = result.members
-            if delta.replace is not None:
-                _replace_members(
-                    self.actor,
-                    group_id,
-                    mapping.member_ids({"value": m.value, "type": m.type} for m in delta.replace),
-                )
-            if delta.remove:
-                removed = [_uuid_member(value) for value in delta.remove]
-                services.membership_remove(
-                    actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed
-                )
-            if delta.add:
-                user_ids, group_ids = _split_members(
-                    mapping.member_ids({"value": m.value, "type": m.type} for m in delta.add)
-                )
-                services.membership_add(
-                    actor=self.actor, group_id=group_id, user_ids=user_ids, group_ids=group_ids
-                )
+        body = self.body()
+        expected = self.expected_version()
+        self.normalised(
+            _with_retries(lambda locked: self._patch_group(group_id, body, expected, locked=locked))
+        )
         if scim_setting("GROUP_PATCH_RETURNS_RESOURCE") or projection.explicit:
             return self._respond(group_id, projection)
         return Response(status=204)
 
+    def _patch_group(
+        self, group_id: uuid.UUID, body: dict[str, Any], expected: int | None, *, locked: bool
+    ) -> dialects.Normalized:
+        """One attempt: attribute changes, then member changes (the caller's transaction)."""
+        group = selectors.group_get(group_id=group_id, for_update=locked)
+        if expected is not None and expected != group.version:
+            raise ScimError(f"The group is at version {group.version}, not {expected}.", status=412)
+        current = mapping.group_to_scim(group, base_url=self.base_url)
+        normalized = dialects.normalize_patch(body, GROUP, resource_id=str(group.pk))
+        result = apply_patch(GROUP, current, normalized.body)
+        before = mapping.group_from_scim(current, mode="patch")
+        after = mapping.group_from_scim(result.resource, mode="patch")
+        changes = _changed(before.fields, after.fields)
+        if changes:
+            services.group_update(
+                actor=self.actor, group_id=group_id, expected_version=group.version, **changes
+            )
+        delta = result.members
+        if delta.replace is not None:
+            _replace_members(self.actor, group_id, _member_refs(delta.replace))
+        if delta.remove:
+            removed = [_uuid_member(value) for value in delta.remove]
+            services.membership_remove(
+                actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed
+            )
+        if delta.add:
+            _add_members(self.actor, group_id, _member_refs(delta.add))
+        return normalized
+
     def destroy(self, request: Request, pk: str) -> Response:
         services.group_delete(actor=self.actor, group_id=_uuid(pk), expected_version=self.expected_version())
         return Response(status=204)
+
+
+# How often a PATCH is read and applied optimistically before it takes a lock.
+_OPTIMISTIC_ATTEMPTS = 2
+
+
+def _with_retries(
+    attempt: Callable[[bool], dialects.Normalized], *, one_write: bool = False
+) -> dialects.Normalized:
+    """Run a read-patch-write attempt in a transaction until it lands.
+
+    The first attempts read without locking and write only if nobody wrote the
+    resource in between (the services check the version read); the last one
+    locks the row first, so a busy resource still gets every PATCH applied,
+    one after another, and never a 412 the client did not ask for.
+    """
+    for _ in range(_OPTIMISTIC_ATTEMPTS):
+        try:
+            # An attempt that makes one service call needs no transaction of its own: the service is one.
+            with nullcontext() if one_write else transaction.atomic():
+                return attempt(False)
+        except VersionMismatch:
+            continue
+    with transaction.atomic():
+        return attempt(True)
 
 
 def _changed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -409,11 +445,30 @@ def _changed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in after.items() if name not in before or before[name] != value}
 
 
+def _member_refs(refs: list[Any]) -> list[tuple[uuid.UUID, str | None]]:
+    return mapping.member_ids({"value": ref.value, "type": ref.type} for ref in refs)
+
+
 def _uuid_member(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except ValueError:
         raise InvalidValue(f"members.value must be a resource id, got {value!r}", field="members") from None
+
+
+def _add_members(actor: Actor, group_id: uuid.UUID, members: list[tuple[uuid.UUID, str | None]]) -> None:
+    """Add members; the service sorts out those whose type the client did not say (Okta, Entra)."""
+    by_kind: dict[str | None, list[uuid.UUID]] = {"user": [], "group": [], None: []}
+    for member, kind in members:
+        declared = kind.lower() if kind else None
+        by_kind[declared if declared in ("user", "group") else None].append(member)
+    services.membership_add(
+        actor=actor,
+        group_id=group_id,
+        user_ids=by_kind["user"],
+        group_ids=by_kind["group"],
+        member_ids=by_kind[None],
+    )
 
 
 def _split_members(members: list[tuple[uuid.UUID, str | None]]) -> tuple[list[uuid.UUID], list[uuid.UUID]]:

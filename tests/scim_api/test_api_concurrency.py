@@ -1,0 +1,71 @@
+"""Concurrent SCIM writes on real PostgreSQL: no update is lost."""
+
+import threading
+from http import HTTPStatus
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from directory import services
+from directory.actors import Actor
+from directory.models import Membership, UserValue
+from scim_api.services import scim_client_create
+from tests.scim_api.conftest import Reply, Scim, patch_op
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def _race(token: str, requests: list[tuple[str, dict]]) -> list[Reply]:  # type: ignore[type-arg]
+    """Send the PATCHes at the same moment, each from its own thread and database connection."""
+    barrier = threading.Barrier(len(requests))
+    replies: list[Reply | None] = [None] * len(requests)
+
+    def send(index: int, path: str, body: dict) -> None:  # type: ignore[type-arg]
+        try:
+            barrier.wait(5)
+            replies[index] = Scim(Client(), token).patch(path, body)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(i, *request)) for i, request in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return [reply for reply in replies if reply is not None]
+
+
+def test_concurrent_patches_of_one_user_both_land():
+    _, token = scim_client_create(name="racer")
+    user = services.user_create(actor=Actor.system(), user_name="race@example.com")
+    requests = [
+        (
+            f"Users/{user.pk}",
+            patch_op({"op": "add", "path": "emails", "value": [{"value": f"{n}@example.com"}]}),
+        )
+        for n in range(4)
+    ]
+
+    replies = _race(token, requests)
+
+    assert [reply.status for reply in replies] == [HTTPStatus.OK] * 4
+    stored = set(UserValue.objects.filter(user=user, kind="emails").values_list("value", flat=True))
+    assert stored == {f"{n}@example.com" for n in range(4)}
+
+
+def test_concurrent_member_adds_to_one_group_all_land():
+    _, token = scim_client_create(name="racer")
+    group = services.group_create(actor=Actor.system(), display_name="Racing")
+    users = [services.user_create(actor=Actor.system(), user_name=f"r{n}@example.com") for n in range(4)]
+    requests = [
+        (f"Groups/{group.pk}", patch_op({"op": "Add", "path": "members", "value": [{"value": str(user.pk)}]}))
+        for user in users
+    ]
+
+    replies = _race(token, requests)
+
+    assert [reply.status for reply in replies] == [HTTPStatus.NO_CONTENT] * 4
+    assert set(Membership.objects.filter(group=group).values_list("member_user_id", flat=True)) == {
+        user.pk for user in users
+    }
