@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt migrate bench clean
+.PHONY: run test lint fmt migrate bench bench-http clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -38,6 +38,10 @@ migrate: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/membership_add.py
+
+# Needs wrk (apt-get install wrk) and PostgreSQL; takes about five minutes.
+bench-http: $(STAMP)
+	$(BIN)/python bench/scim_http.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
