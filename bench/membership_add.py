@@ -12,7 +12,6 @@ and seeded on first use, and reused by later runs. Exit code: 0 PASS, 1 FAIL,
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
@@ -21,15 +20,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-import psycopg
-from psycopg import sql
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import database_url, ensure_database, setup_django  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/directory_bench"
-POSTGRES_SCHEMES = ("postgres", "postgresql")
 
 GROUP_SIZES = (1_000, 100_000)
 WARMUP = 20
@@ -68,58 +64,6 @@ class Summary:
 
 
 # --- database and Django ------------------------------------------------------
-
-
-def refuse(message: str) -> NoReturn:
-    print(f"bench: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def database_url() -> str:
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
-    parts = urlsplit(url)
-    # The requirement is about PostgreSQL: SQLite takes a different code path
-    # in membership_sql and would measure something else.
-    if parts.scheme not in POSTGRES_SCHEMES:
-        refuse(f"BENCH_DATABASE_URL must be a PostgreSQL URL (postgres://...), got scheme {parts.scheme!r}")
-    if not parts.path.strip("/"):
-        refuse(f"BENCH_DATABASE_URL names no database: {url}")
-    return url
-
-
-def ensure_database(url: str) -> None:
-    """Create the benchmark database if missing, via the server's `postgres` database."""
-    name = unquote(urlsplit(url).path.strip("/"))
-    maintenance = psycopg.conninfo.make_conninfo(url, dbname="postgres")
-    try:
-        with psycopg.connect(maintenance, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-            if exists is None:
-                print(f"Creating database {name}")
-                # A concurrent run may win the race; its database serves us too.
-                try:
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                except psycopg.errors.DuplicateDatabase:
-                    pass
-    except psycopg.OperationalError as exc:
-        refuse(f"cannot reach PostgreSQL for {url}: {exc}")
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    sys.path.insert(0, str(REPO_ROOT))
-
-    import django
-    from django.conf import settings
-    from django.core.management import call_command
-
-    django.setup()
-    # DEBUG (on by default in development) logs every query: bookkeeping that
-    # production does not do, and a log that fills up while seeding.
-    # CaptureQueriesContext turns logging on by itself where counts are wanted.
-    settings.DEBUG = False
-    call_command("migrate", verbosity=0)
 
 
 # --- seeding ------------------------------------------------------------------
@@ -319,7 +263,7 @@ def server_version() -> str:
 
 
 def main() -> int:
-    url = database_url()
+    url = database_url(DEFAULT_URL)
     ensure_database(url)
     setup_django(url)
 

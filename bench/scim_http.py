@@ -41,16 +41,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any
+from urllib.parse import quote
 
 import psycopg
-from psycopg import sql
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO_ROOT, database_url, ensure_database, refuse, setup_django  # noqa: E402
+
 BENCH_DIR = REPO_ROOT / "bench"
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/directory_bench_http"
-POSTGRES_SCHEMES = ("postgres", "postgresql")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -104,39 +104,6 @@ SCIM_JSON = "application/scim+json"
 # --- small helpers --------------------------------------------------------------
 
 
-def refuse(message: str) -> NoReturn:
-    print(f"bench: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def database_url() -> str:
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
-    parts = urlsplit(url)
-    # The targets are about the production setup; SQLite would serialise
-    # every write and measure its own locking instead.
-    if parts.scheme not in POSTGRES_SCHEMES:
-        refuse(f"BENCH_DATABASE_URL must be a PostgreSQL URL (postgres://...), got scheme {parts.scheme!r}")
-    if not parts.path.strip("/"):
-        refuse(f"BENCH_DATABASE_URL names no database: {url}")
-    return url
-
-
-def ensure_database(url: str) -> None:
-    """Create the benchmark database if missing, via the server's `postgres` database."""
-    name = unquote(urlsplit(url).path.strip("/"))
-    maintenance = psycopg.conninfo.make_conninfo(url, dbname="postgres")
-    try:
-        with psycopg.connect(maintenance, autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-                print(f"Creating database {name}")
-                try:
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                except psycopg.errors.DuplicateDatabase:
-                    pass  # a concurrent run won the race; its database serves us too
-    except psycopg.OperationalError as exc:
-        refuse(f"cannot reach PostgreSQL for {url}: {exc}")
-
-
 def check_tools() -> str:
     """The wrk binary; refuse early, before any slow seeding, when a tool is missing."""
     wrk = shutil.which("wrk")
@@ -149,22 +116,6 @@ def check_tools() -> str:
             f"gunicorn is not installed in this environment; run: {sys.executable} -m pip install gunicorn"
         )
     return wrk
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    sys.path.insert(0, str(REPO_ROOT))
-
-    import django
-    from django.conf import settings
-    from django.core.management import call_command
-
-    django.setup()
-    # DEBUG (on by default in development) keeps every query in memory: a
-    # waste while seeding 100k rows.
-    settings.DEBUG = False
-    call_command("migrate", verbosity=0)
 
 
 # --- seeding ----------------------------------------------------------------------
@@ -982,7 +933,7 @@ def main() -> int:
     args = parse_args()
     wanted = {key.strip() for key in args.only.split(",")} if args.only else None
     wrk = check_tools()
-    url = database_url()
+    url = database_url(DEFAULT_URL)
     ensure_database(url)
     setup_django(url)
     started = time.perf_counter()
