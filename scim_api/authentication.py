@@ -65,4 +65,6 @@ class ScimScopePermission(permissions.BasePermission):
         client = request.user
         if not isinstance(client, ScimClient):
             return False
-        return request.method in permissions.SAFE_METHODS or client.can_write
+        # A search is a read sent as POST (RFC 7644 §3.4.3).
+        searching = getattr(view, "read_only", False) or getattr(view, "action", None) == "search_request"
+        return request.method in permissions.SAFE_METHODS or searching or client.can_write

@@ -14,7 +14,7 @@ from scim_api.exceptions import ScimError
 from scim_api.schema import COMMON_SCHEMA, AttributePath, ResourceType, UnknownAttribute, get_registry
 
 
-def _paths(raw: str | list[str] | None, resource_type: ResourceType) -> list[AttributePath]:
+def _paths(raw: str | list[str] | None, resource_type: ResourceType, *, lenient: bool) -> list[AttributePath]:
     if raw is None:
         return []
     names = raw if isinstance(raw, list) else raw.split(",")
@@ -25,7 +25,8 @@ def _paths(raw: str | list[str] | None, resource_type: ResourceType) -> list[Att
         try:
             paths.append(get_registry().resolve(resource_type, name.strip()))
         except UnknownAttribute as exc:
-            raise ScimError(str(exc), scim_type="invalidValue") from None
+            if not lenient:
+                raise ScimError(str(exc), scim_type="invalidValue") from None
     return paths
 
 
@@ -42,10 +43,17 @@ class Projection:
 
     @classmethod
     def from_params(
-        cls, resource_type: ResourceType, attributes: str | list[str] | None, excluded: str | list[str] | None
+        cls,
+        resource_type: ResourceType,
+        attributes: str | list[str] | None,
+        excluded: str | list[str] | None,
+        *,
+        lenient: bool = False,
     ) -> Projection:
-        included, left_out = _paths(attributes, resource_type), _paths(excluded, resource_type)
-        if included and left_out:
+        """`lenient` skips names the type lacks: a root search names attributes of several types."""
+        included = _paths(attributes, resource_type, lenient=lenient)
+        left_out = _paths(excluded, resource_type, lenient=lenient)
+        if attributes and excluded:
             raise ScimError(
                 "Use either attributes or excludedAttributes, not both.", scim_type="invalidSyntax"
             )

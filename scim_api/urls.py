@@ -27,7 +27,13 @@ def _route(word: str, view: object, name: str, *, tail: str = "") -> URLPattern:
 ONE = r"/(?P<{}>[^/]+)"
 
 urlpatterns = [
-    re_path(r"^(?:(?:[Uu]sers|[Gg]roups)/)?\.search/?$", views.SearchView.as_view(), name="search"),
+    re_path(r"^\.search/?$", views.SearchView.as_view(), name="search"),
+    _route(
+        "Users", views.UsersViewSet.as_view({"post": "search_request"}), "users-search", tail=r"/\.search"
+    ),
+    _route(
+        "Groups", views.GroupsViewSet.as_view({"post": "search_request"}), "groups-search", tail=r"/\.search"
+    ),
     _route("Users", views.UsersViewSet.as_view(collection), "users"),
     _route("Users", views.UsersViewSet.as_view(member), "user", tail=ONE.format("pk")),
     _route("Groups", views.GroupsViewSet.as_view(collection), "groups"),

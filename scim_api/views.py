@@ -26,13 +26,21 @@ from scim_api import dialects, mapping
 from scim_api.authentication import ScimScopePermission, ScimTokenAuthentication
 from scim_api.conf import scim_setting
 from scim_api.exceptions import SCIM_CONTENT_TYPE, ScimError, exception_handler
-from scim_api.filters import compile_filter
+from scim_api.filters import InvalidFilter, compile_filter
 from scim_api.models import ScimClient
 from scim_api.pagination import Page
 from scim_api.patch import apply_patch
 from scim_api.projection import Projection
 from scim_api.renderers import AlwaysScimNegotiation, PlainJSONParser, ScimJSONParser, ScimJSONRenderer
-from scim_api.schema import GROUP, LIST_RESPONSE, USER, ResourceType, get_registry
+from scim_api.schema import (
+    GROUP,
+    LIST_RESPONSE,
+    SEARCH_REQUEST,
+    USER,
+    ResourceType,
+    UnknownAttribute,
+    get_registry,
+)
 from scim_api.services import dialect_rewrites_record
 from scim_api.sorting import order_by
 
@@ -80,10 +88,10 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
             dialect_rewrites_record(client=self.client, names=normalized.fired)
         return normalized.body
 
-    def projection(self, source: dict[str, Any] | None = None) -> Projection:
+    def projection(self, source: dict[str, Any] | None = None, *, lenient: bool = False) -> Projection:
         params = source if source is not None else self.params()
         return Projection.from_params(
-            self.resource_type, params.get("attributes"), params.get("excludedattributes")
+            self.resource_type, params.get("attributes"), params.get("excludedattributes"), lenient=lenient
         )
 
     def expected_version(self) -> int | None:
@@ -121,8 +129,11 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
     def list(self, request: Request) -> Response:
         return self.search(self.params())
 
-    def search(self, params: dict[str, Any]) -> Response:
-        projection = self.projection(params)
+    def search_request(self, request: Request) -> Response:
+        """POST /Users/.search: the query in a SearchRequest body, kept out of URLs and logs (§3.4.3)."""
+        return self.search(search_params(self.body()))
+
+    def filtered(self, params: dict[str, Any]) -> QuerySet[Any]:
         queryset = self.queryset()
         text = params.get("filter")
         if text not in (None, ""):
@@ -130,6 +141,11 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
             if fired:
                 dialect_rewrites_record(client=self.client, names=fired)
             queryset = queryset.filter(compile_filter(text, self.resource_type))
+        return queryset
+
+    def search(self, params: dict[str, Any]) -> Response:
+        projection = self.projection(params)
+        queryset = self.filtered(params)
         page = Page.from_params(params)
         ordering = order_by(params.get("sortby"), params.get("sortorder"), self.resource_type)
         rows = self.page_rows(queryset, ordering, page) if page.count else []
@@ -511,11 +527,107 @@ class DiscoveryView(ScimAPIView):
     permission_classes: list[Any] = []
 
 
-class SearchView(ScimAPIView):
-    """POST /.search (RFC 7644 §3.4.3) arrives with the next SCIM work; until then an honest 501."""
+_SEARCH_KEYS = ("attributes", "excludedAttributes", "filter", "sortBy", "sortOrder", "startIndex", "count")
 
-    def post(self, request: Request, **kwargs: Any) -> Response:
-        raise ScimError("POST /.search is not supported yet: use GET with a filter.", status=501)
+
+def search_params(body: dict[str, Any]) -> dict[str, Any]:
+    """A SearchRequest body as the query parameters it stands for (keys matched ignoring case)."""
+    schemas = next((value for key, value in body.items() if key.lower() == "schemas"), None)
+    if schemas is not None and (not isinstance(schemas, list) or SEARCH_REQUEST not in schemas):
+        raise ScimError(f"A search request's schemas must list {SEARCH_REQUEST}.", scim_type="invalidSyntax")
+    known = {name.lower() for name in _SEARCH_KEYS} | {"schemas"}
+    unknown = sorted(key for key in body if key.lower() not in known)
+    if unknown:
+        raise ScimError(
+            f"Unknown search request parameter(s): {', '.join(unknown)}", scim_type="invalidSyntax"
+        )
+    params = {key.lower(): value for key, value in body.items() if key.lower() != "schemas"}
+    for name in ("filter", "sortby", "sortorder"):
+        if params.get(name) is not None and not isinstance(params[name], str):
+            raise ScimError(f"{name} must be a string.", scim_type="invalidValue")
+    for name in ("attributes", "excludedattributes"):
+        value = params.get(name)
+        if value is not None and not (
+            isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        ):
+            raise ScimError(f"{name} must be a list of attribute names.", scim_type="invalidValue")
+    return params
+
+
+def _check_names_known(params: dict[str, Any]) -> None:
+    """Each name in attributes / excludedAttributes must belong to at least one resource type."""
+    registry = get_registry()
+    for key in ("attributes", "excludedattributes"):
+        raw = params.get(key)
+        names = raw if isinstance(raw, list) else (raw or "").split(",")
+        for name in (n.strip() for n in names if n.strip()):
+            if not any(_resolves(rt, name) for rt in registry.resource_types.values()):
+                raise ScimError(
+                    f"'{name}' is not an attribute of any resource type", scim_type="invalidValue"
+                )
+
+
+def _resolves(resource_type: ResourceType, name: str) -> bool:
+    try:
+        get_registry().resolve(resource_type, name)
+    except UnknownAttribute:
+        return False
+    return True
+
+
+class SearchView(ScimAPIView):
+    """POST /.search at the root: one query across Users and Groups (RFC 7644 §3.4.3).
+
+    Users come first, then groups, each in its own order; a filter that names an
+    attribute one type lacks simply matches none of that type.
+    """
+
+    read_only = True
+
+    def post(self, request: Request) -> Response:
+        body = request.data
+        if not isinstance(body, dict):
+            raise ScimError("The request body must be a JSON object.", scim_type="invalidSyntax")
+        params = search_params(body)
+        views = [
+            view_class(request=request, format_kwarg=None) for view_class in (UsersViewSet, GroupsViewSet)
+        ]
+        for view in views:
+            view.request = request
+        querysets = []
+        errors = []
+        for view in views:
+            try:
+                querysets.append((view, view.filtered(params)))
+            except (InvalidFilter, ScimError) as exc:
+                errors.append(exc)
+        if not querysets:
+            raise errors[0]
+        _check_names_known(params)
+        page = Page.from_params(params)
+        totals = [queryset.count() for _, queryset in querysets]
+        resources: list[dict[str, Any]] = []
+        offset, wanted = page.offset, page.count
+        for (view, queryset), total in zip(querysets, totals, strict=True):
+            if wanted <= 0:
+                break
+            if offset >= total:
+                offset -= total
+                continue
+            projection = view.projection(params, lenient=True)
+            ordering = order_by(params.get("sortby"), params.get("sortorder"), view.resource_type)
+            rows = view.page_rows(queryset, ordering, Page(start_index=offset + 1, count=wanted))
+            resources += [projection.apply(resource) for resource in view.render(rows, projection)]
+            wanted -= len(rows)
+            offset = 0
+        body = {
+            "schemas": [LIST_RESPONSE],
+            "totalResults": sum(totals),
+            "itemsPerPage": len(resources),
+            "startIndex": page.start_index,
+            "Resources": resources,
+        }
+        return Response(body, content_type=SCIM_CONTENT_TYPE)
 
 
 class ServiceProviderConfigView(DiscoveryView):
