@@ -17,6 +17,12 @@ from dataclasses import dataclass
 
 OPERATORS = frozenset({"eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le"})
 
+# Limits that keep a hostile filter from costing the database (or the recursive parser) much.
+MAX_FILTER_LENGTH = 2_000
+MAX_COMPARISONS = 100
+# The parser recurses once per level; this stays far below Python's recursion limit.
+MAX_NESTING = 20
+
 Literal_ = str | bool | int | float | None
 
 
@@ -119,9 +125,19 @@ def _tokenize(text: str, *, keep_spaces: bool = False) -> list[_Token]:
 
 def _string_value(token: _Token) -> str:
     try:
-        return str(json.loads(token.text))
+        value = str(json.loads(token.text))
     except ValueError:
         raise FilterSyntaxError(f"Malformed string {token.text} at position {token.position + 1}") from None
+    if not is_storable_text(value):
+        raise FilterSyntaxError(
+            f"The string at position {token.position + 1} holds a NUL or an unpaired surrogate"
+        )
+    return value
+
+
+def is_storable_text(value: str) -> bool:
+    """No NUL (PostgreSQL text cannot hold one) and no lone UTF-16 surrogate (not encodable as UTF-8)."""
+    return "\x00" not in value and not any("\ud800" <= char <= "\udfff" for char in value)
 
 
 class _Parser:
@@ -241,8 +257,53 @@ class _Parser:
 
 
 def parse_filter(text: str) -> Node:
-    """Parse a `filter` query parameter (or a SearchRequest's filter) into an AST."""
-    return _Parser(text).parse()
+    """Parse a `filter` query parameter (or a SearchRequest's filter) into an AST, within the limits above."""
+    if len(text) > MAX_FILTER_LENGTH:
+        raise FilterSyntaxError(f"The filter is longer than {MAX_FILTER_LENGTH} characters")
+    if _nesting(text) > MAX_NESTING:
+        raise FilterSyntaxError(
+            f"The filter nests parentheses or brackets more than {MAX_NESTING} levels deep"
+        )
+    node = _Parser(text).parse()
+    if _count_comparisons(node) > MAX_COMPARISONS:
+        raise FilterSyntaxError(f"The filter has more than {MAX_COMPARISONS} comparisons")
+    return node
+
+
+def _nesting(text: str) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]":
+            depth -= 1
+    return deepest
+
+
+def _count_comparisons(node: Node) -> int:
+    count, pending = 0, [node]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, (And, Or)):
+            pending.extend((current.left, current.right))
+        elif isinstance(current, Not):
+            pending.append(current.operand)
+        elif isinstance(current, ValuePath):
+            pending.append(current.filter)
+        else:
+            count += 1
+    return count
 
 
 _PATH = re.compile(
