@@ -69,6 +69,8 @@ GROUP_FIELDS: frozenset[str] = frozenset(
     }
 )
 VALUE_KEYS: frozenset[str] = frozenset({"value", "display", "type", "primary", "address"})
+# Far below UserValue.position's limit, and more than any real identity carries.
+MAX_VALUES_PER_ATTRIBUTE = 1000
 ADDRESS_KEYS: frozenset[str] = frozenset(
     {"formatted", "streetAddress", "locality", "region", "postalCode", "country"}
 )
@@ -207,6 +209,8 @@ def normalise_values(values: MultiValues) -> dict[str, list[dict[str, Any]]]:
     for kind, items in values.items():
         if kind not in UserValue.Kind.values:
             raise InvalidValue(f"Unknown multi-valued attribute {kind!r}", field=kind)
+        if len(items) > MAX_VALUES_PER_ATTRIBUTE:
+            raise InvalidValue(f"{kind} has more than {MAX_VALUES_PER_ATTRIBUTE} values", field=kind)
         clean: list[dict[str, Any]] = []
         for item in items:
             _check_fields(item, VALUE_KEYS, f"{kind} sub-")
@@ -225,6 +229,10 @@ def normalise_values(values: MultiValues) -> dict[str, list[dict[str, Any]]]:
             }
             if not entry["value"] and not entry["address"]:
                 raise InvalidValue(f"A value of {kind} needs a value", field=kind)
+            for name in ("display", "type"):
+                limit = UserValue._meta.get_field(name).max_length
+                if limit is not None and len(entry[name]) > limit:
+                    raise InvalidValue(f"{kind}.{name} is longer than {limit} characters", field=kind)
             clean.append(entry)
         if sum(entry["primary"] for entry in clean) > 1:
             raise InvalidValue(f"At most one of {kind} may be primary", field=kind)

@@ -9,6 +9,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
@@ -65,6 +66,10 @@ def _from_exception(exc: Exception) -> ScimError | None:
     match exc:
         case ScimError():
             return exc
+        case RequestDataTooBig():
+            return ScimError("The request body is too large.", status=413)
+        case TooManyFieldsSent() | TooManyFilesSent():
+            return ScimError("The request has too many parameters.", scim_type="invalidSyntax")
         case domain.ObjectNotFound():
             return ScimError(str(exc), status=404)
         case domain.UniquenessConflict():

@@ -386,7 +386,11 @@ def _parse_instant(label: str, value: Literal_) -> datetime:
             moment = None
     if moment is None:
         raise InvalidFilter(f"'{label}' is a dateTime attribute: {value!r} is not an ISO 8601 date and time")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01 at +05:00, say: before the first representable instant in UTC.
+        raise InvalidFilter(f"'{label}': {value!r} is outside the range of dates stored here") from None
 
 
 def _canonical_uuid(value: Literal_) -> uuid.UUID | None:

@@ -8,6 +8,8 @@ from typing import Any
 from scim_api.conf import scim_setting
 from scim_api.exceptions import ScimError
 
+MAX_START_INDEX = 2**53
+
 
 def _integer(params: dict[str, Any], name: str, default: int) -> int:
     raw = params.get(name.lower())
@@ -29,7 +31,8 @@ class Page:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Page:
         # §3.4.2.4: a startIndex below 1 reads as 1, a negative count as 0, a count over the maximum as it.
-        start = max(1, _integer(params, "startIndex", 1))
+        # Clamped far beyond any directory's size, so the offset always fits the database's integers.
+        start = min(max(1, _integer(params, "startIndex", 1)), MAX_START_INDEX)
         count = _integer(params, "count", scim_setting("DEFAULT_PAGE_SIZE"))
         return cls(start_index=start, count=min(max(0, count), scim_setting("MAX_PAGE_SIZE")))
 

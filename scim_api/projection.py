@@ -20,14 +20,26 @@ def _paths(raw: str | list[str] | None, resource_type: ResourceType, *, lenient:
     names = raw if isinstance(raw, list) else raw.split(",")
     paths = []
     for name in names:
-        if not isinstance(name, str) or not name.strip():
-            continue
+        if not isinstance(name, str) or not name.strip() or name.strip().lower() == "schemas":
+            continue  # schemas is always returned: naming it selects or excludes nothing
         try:
             paths.append(get_registry().resolve(resource_type, name.strip()))
         except UnknownAttribute as exc:
             if not lenient:
                 raise ScimError(str(exc), scim_type="invalidValue") from None
     return paths
+
+
+def _select(value: Any, subs: set[str] | None) -> Any:
+    """`value` (a whole attribute) reduced to the sub-attributes `subs` (None: all of it)."""
+    if subs is None:
+        return copy.deepcopy(value)
+    if isinstance(value, list):
+        parts = [{k: v for k, v in item.items() if k in subs} for item in value if isinstance(item, dict)]
+        return [part for part in parts if part]
+    if isinstance(value, dict):
+        return {k: copy.deepcopy(v) for k, v in value.items() if k in subs}
+    return None
 
 
 def _key(path: AttributePath) -> tuple[str | None, str]:
@@ -40,6 +52,8 @@ class Projection:
     resource_type: ResourceType
     attributes: tuple[AttributePath, ...] = ()
     excluded: tuple[AttributePath, ...] = ()
+    # A selection was asked for, even if none of its names belong to this type (a root search).
+    selected: bool = False
 
     @classmethod
     def from_params(
@@ -57,12 +71,14 @@ class Projection:
             raise ScimError(
                 "Use either attributes or excludedAttributes, not both.", scim_type="invalidSyntax"
             )
-        return cls(resource_type, tuple(included), tuple(left_out))
+        names = attributes if isinstance(attributes, list) else (attributes or "").split(",")
+        selected = any(isinstance(name, str) and name.strip() for name in names)
+        return cls(resource_type, tuple(included), tuple(left_out), selected=selected)
 
     @property
     def explicit(self) -> bool:
         """Whether the client chose attributes (a PATCH then answers with the resource)."""
-        return bool(self.attributes)
+        return self.selected
 
     def includes(self, name: str) -> bool:
         """Whether the top-level core attribute `name` (e.g. "members", "groups") will be returned."""
@@ -83,12 +99,12 @@ class Projection:
         )
 
     def apply(self, resource: dict[str, Any]) -> dict[str, Any]:
-        if not self.attributes and not self.excluded:
+        if not self.selected and not self.excluded:
             # Rendered representations never carry password: nothing to copy or remove.
             return resource
         result = copy.deepcopy(resource)
         result.pop("password", None)
-        if self.attributes:
+        if self.selected:
             result = self._keep(result)
         for path in self.excluded:
             self._drop(result, path)
@@ -103,31 +119,22 @@ class Projection:
     def _keep(self, resource: dict[str, Any]) -> dict[str, Any]:
         # returned=always attributes survive any selection.
         kept: dict[str, Any] = {"schemas": resource.get("schemas", []), "id": resource.get("id")}
+        # Whole attributes, and for the others the sub-attributes asked for, together: `emails.value,
+        # emails.type` keeps both parts of each email.
+        wanted: dict[tuple[str | None, str], set[str] | None] = {}
         for path in self.attributes:
-            urn, name = _key(path)
+            key = _key(path)
+            if path.sub_attribute is None:
+                wanted[key] = None
+            elif key not in wanted or wanted[key] is not None:
+                wanted.setdefault(key, set()).add(path.sub_attribute.name)  # type: ignore[union-attr]
+        for (urn, name), subs in wanted.items():
             source = resource.get(urn, {}) if urn else resource
             if name not in source:
                 continue
-            target = kept.setdefault(urn, {}) if urn else kept
-            value = source[name]
-            if path.sub_attribute is None:
-                target[name] = copy.deepcopy(value)
-            elif isinstance(value, list):
-                existing = target.get(name)
-                subs = [
-                    {path.sub_attribute.name: item[path.sub_attribute.name]}
-                    for item in value
-                    if path.sub_attribute.name in item
-                ]
-                if isinstance(existing, list) and len(existing) == len(subs):
-                    for merged, extra in zip(existing, subs, strict=True):
-                        merged.update(extra)
-                elif subs:
-                    target[name] = subs
-            elif isinstance(value, dict) and path.sub_attribute.name in value:
-                target.setdefault(name, {})[path.sub_attribute.name] = copy.deepcopy(
-                    value[path.sub_attribute.name]
-                )
+            value = _select(source[name], subs)
+            if value is not None:
+                (kept.setdefault(urn, {}) if urn else kept)[name] = value
         return kept
 
     @staticmethod

@@ -6,6 +6,7 @@ out, error mapping, dialect normalisation and its counters, ETags.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -183,11 +184,8 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
 
 
 def _version_of(tag: str) -> int | None:
-    text = tag.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    text = text.strip('"')
-    return int(text) if text.isdigit() else None
+    match = re.fullmatch(r'\s*(?:W/)?"?([0-9]{1,18})"?\s*', tag)
+    return int(match.group(1)) if match else None
 
 
 def _uuid(value: str) -> uuid.UUID:

@@ -96,3 +96,9 @@ def test_root_search_attributes_may_name_attributes_of_one_type(scim, directory_
     assert shapes == [{"schemas", "id", "userName"}] * 6 + [{"schemas", "id", "members"}]
     unknown = scim.post(".search", {"schemas": [SEARCH], "attributes": ["shoeSize"]})
     assert unknown.status == HTTPStatus.BAD_REQUEST
+
+
+def test_root_search_selection_that_names_no_group_attribute_returns_groups_bare(scim, directory_data):
+    reply = scim.post(".search", {"schemas": [SEARCH], "attributes": ["userName"], "count": 100})
+    groups = [r for r in reply.body["Resources"] if "userName" not in r]
+    assert [set(group) for group in groups] == [{"schemas", "id"}]

@@ -412,3 +412,20 @@ def test_get_and_filter_query_counts_do_not_grow_with_values_or_groups(scim):
         return len(by_id), len(by_filter)
 
     assert queries(1) == queries(25)
+
+
+def test_several_sub_attributes_of_one_multi_valued_attribute_are_all_kept(scim):
+    body = _create(
+        scim, {**ENTRA_CREATE, "emails": [{"value": "a@x.com", "type": "work"}, {"value": "b@x.com"}]}
+    )
+    for attributes in ("emails.value,emails.type", "emails.type,emails.value"):
+        reply = scim.get(f"Users/{body['id']}", attributes=attributes)
+        assert reply.body["emails"] == [{"value": "a@x.com", "type": "work"}, {"value": "b@x.com"}], (
+            attributes
+        )
+
+
+def test_excluding_or_selecting_schemas_is_harmless(scim):
+    body = _create(scim)
+    assert scim.get(f"Users/{body['id']}", excludedAttributes="schemas").body["schemas"][0] == CORE
+    assert set(scim.get(f"Users/{body['id']}", attributes="schemas").body) == {"schemas", "id"}

@@ -486,7 +486,7 @@ def test_filters_with_too_many_comparisons_are_rejected():
 
 def test_deeply_nested_filters_are_rejected_before_parsing():
     text = "(" * (MAX_NESTING + 1) + "title pr" + ")" * (MAX_NESTING + 1)
-    with pytest.raises(InvalidFilter, match=f"over {MAX_NESTING} levels deep"):
+    with pytest.raises(InvalidFilter, match=f"more than {MAX_NESTING} levels deep"):
         compile_filter(text, USER)
     # Parentheses inside a quoted value are not nesting.
     assert compile_filter('title eq "' + "(" * 50 + '"', USER) is not None
