@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -56,6 +57,9 @@ from scim_api.schema import (
 
 OpName = Literal["add", "remove", "replace"]
 Element = Any  # a dict for complex multi-valued attributes, a scalar for simple ones (groupTypes)
+# Bounds on the work one request can ask for: a PATCH is applied in memory, operation by operation.
+MAX_OPERATIONS = 1000
+MAX_ELEMENTS = 1000
 Matcher = Callable[[Element], bool]
 
 _OPS: tuple[OpName, ...] = ("add", "remove", "replace")
@@ -194,6 +198,11 @@ def _parse_body(body: Any) -> list[_Operation]:
     ):
         raise PatchError(f'"schemas" must contain "{PATCH_OP}"', scim_type="invalidSyntax")
     operations = _get(body, "Operations")
+    if isinstance(operations, list) and len(operations) > MAX_OPERATIONS:
+        raise PatchError(
+            f"A PATCH may carry at most {MAX_OPERATIONS} operations, not {len(operations)}",
+            scim_type="invalidValue",
+        )
     if not isinstance(operations, list) or not operations:
         raise PatchError('"Operations" must be a non-empty list', scim_type="invalidSyntax")
     return [_parse_operation(index, item) for index, item in enumerate(operations, 1)]
@@ -374,7 +383,7 @@ class _Patcher:
             touched = (
                 [] if _is_empty(value) else _add_elements(target.attribute, elements, value, str(target))
             )
-            self._store_elements(target, elements, touched)
+            self._store_elements(target, elements, touched, deduplicated=True)
         else:
             self._write_elements(target, value, merge=False)
 
@@ -414,7 +423,7 @@ class _Patcher:
             return
         elements = list(self._current(target) or [])
         touched = _add_elements(target.attribute, elements, value, str(target))
-        self._store_elements(target, elements, touched)
+        self._store_elements(target, elements, touched, deduplicated=True)
 
     def _write_elements(self, target: _Target, value: Any, *, merge: bool) -> None:
         """add/replace on `attr[filter]`, `attr[filter].sub` or `attr.sub`: the matching elements."""
@@ -477,8 +486,12 @@ class _Patcher:
             ],
         )
 
-    def _store_elements(self, target: _Target, elements: list[Element], touched: list[Element]) -> None:
-        elements = _merge_equal(target.attribute, elements)
+    def _store_elements(
+        self, target: _Target, elements: list[Element], touched: list[Element], *, deduplicated: bool = False
+    ) -> None:
+        # _add_elements already merged equal elements; a filtered write may have made two equal.
+        if not deduplicated:
+            elements = _merge_equal(target.attribute, elements)
         _single_primary(elements, touched)
         self._store(target, elements)
 
@@ -654,15 +667,48 @@ def _elements(attribute: Attribute, value: Any, label: str) -> list[Element]:
 def _add_elements(attribute: Attribute, elements: list[Element], value: Any, label: str) -> list[Element]:
     """Append the elements of `value` to `elements`, merging into equal ones; returns those written."""
     touched: list[Element] = []
+    index = {_identity(attribute, element): element for element in reversed(elements)}
     for item in _elements(attribute, value, label):
-        existing = next((e for e in elements if _same_element(attribute, e, item, loose_type=False)), None)
+        existing = index.get(_identity(attribute, item))
         if existing is None:
             elements.append(item)
+            index[_identity(attribute, item)] = item
             touched.append(item)
         elif isinstance(existing, dict):
             existing.update(item)
             touched.append(existing)
+    if len(elements) > MAX_ELEMENTS:
+        raise PatchError(f"{label} would hold more than {MAX_ELEMENTS} values", scim_type="invalidValue")
     return touched
+
+
+def _identity(attribute: Attribute, element: Element) -> Any:
+    """A hashable key equal for two elements exactly when _same_element(..., loose_type=False) holds.
+
+    Lets adds and merges look elements up in a dict instead of comparing every pair.
+    """
+    if not attribute.sub_attributes:
+        return ("simple", _freeze(_fold(attribute, element)))
+    if not isinstance(element, dict):
+        return ("opaque", id(element))
+    if attribute.sub("value") is None:
+        return (
+            "parts",
+            frozenset((k, _freeze(_fold(attribute.sub(k), v))) for k, v in element.items() if k != "primary"),
+        )
+    return (
+        "value",
+        _freeze(_fold(attribute.sub("value"), element.get("value"))),
+        _freeze(_fold(attribute.sub("type"), element.get("type"))),
+    )
+
+
+def _freeze(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 def _fold(attribute: Attribute | None, value: Any) -> Any:
@@ -701,11 +747,12 @@ def _merge_equal(attribute: Attribute, elements: list[Element]) -> list[Element]
     element stays primary if either was.
     """
     merged: list[Element] = []
+    seen: dict[Any, Element] = {}
     for element in elements:
-        twin = next(
-            (kept for kept in merged if _same_element(attribute, kept, element, loose_type=False)), None
-        )
+        key = _identity(attribute, element)
+        twin = seen.get(key)
         if twin is None:
+            seen[key] = element
             merged.append(element)
         elif isinstance(twin, dict) and isinstance(element, dict) and element.get("primary") is True:
             twin["primary"] = True
@@ -841,8 +888,16 @@ def _member_refs(value: Any) -> list[MemberRef]:
             raise PatchError(
                 f"A member needs its id as a string in 'value': {item!r}", scim_type="invalidValue"
             )
-        refs.append(MemberRef(member_id, _member_type(_get(item, "type"))))
+        refs.append(MemberRef(_canonical_id(member_id), _member_type(_get(item, "type"))))
     return refs
+
+
+def _canonical_id(member_id: str) -> str:
+    """One spelling per id, so an add and a remove of the same member in one request meet."""
+    try:
+        return str(uuid.UUID(member_id))
+    except ValueError:
+        return member_id  # not an id at all: the membership service refuses it
 
 
 def _member_type(value: Any) -> str | None:
@@ -864,7 +919,7 @@ def _member_ids(node: Node) -> list[str]:
         case Comparison(path, "eq", str(member_id)) if (
             path.lower() in ("value", "members.value") and member_id
         ):
-            return [member_id]
+            return [_canonical_id(member_id)]
     raise PatchError(
         'Members can only be selected by id: members[value eq "<id>"], optionally joined with "or"',
         scim_type="invalidFilter",

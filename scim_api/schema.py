@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, Literal
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -61,9 +61,12 @@ class Attribute:
     storage: Storage = "column"
     filterable: bool = True
 
+    @cached_property
+    def _subs_by_name(self) -> dict[str, Attribute]:
+        return {sub.name.lower(): sub for sub in self.sub_attributes}
+
     def sub(self, name: str) -> Attribute | None:
-        lowered = name.lower()
-        return next((sub for sub in self.sub_attributes if sub.name.lower() == lowered), None)
+        return self._subs_by_name.get(name.lower())
 
     def to_scim(self) -> dict[str, Any]:
         """The attribute as RFC 7643 §7 describes it, with no nulls (Microsoft's validator rejects them)."""

@@ -1068,3 +1068,20 @@ def test_sub_attribute_in_two_spellings_is_invalid_value() -> None:
     error = patch_error(USER, {"op": "add", "path": "name", "value": {"givenName": "A", "GivenName": "B"}})
 
     assert error.scim_type == "invalidValue"
+
+
+def test_a_patch_with_too_many_operations_is_refused() -> None:
+    operations = [{"op": "add", "path": "emails", "value": [{"value": f"{n}@x.com"}]} for n in range(1001)]
+    with pytest.raises(PatchError, match="at most 1000 operations") as caught:
+        patch_user(*operations)
+    assert caught.value.scim_type == "invalidValue"
+
+
+def test_member_ids_in_any_case_are_one_member() -> None:
+    member = "2819C223-7F76-453A-919D-413861904646"
+    result = patch_group(
+        {"op": "add", "path": "members", "value": [{"value": member}]},
+        {"op": "remove", "path": f'members[value eq "{member.lower()}"]'},
+    )
+    assert result.members.add == []
+    assert result.members.remove == [member.lower()]
