@@ -545,8 +545,11 @@ def _missing(model: type[User] | type[Group], ids: list[uuid.UUID]) -> list[uuid
 def _lock_nesting() -> None:
     # Two transactions nesting A in B and B in A could each pass the cycle
     # check alone; on PostgreSQL one transaction-scoped advisory lock makes
-    # nesting edits take turns. SQLite already serialises writers. Taken
-    # before any row lock, so that every nesting edit locks in the same order.
+    # nesting edits take turns. SQLite already serialises writers.
+    # Lock order: the group's row first, then this lock, on every path (a SCIM PUT
+    # or PATCH updates the group before it nests). Row locks are FOR NO KEY UPDATE,
+    # which the membership insert's foreign-key checks do not wait on, so the two
+    # kinds of lock never wait on each other in a cycle.
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('directory.group_nesting'))")
@@ -634,10 +637,10 @@ def membership_add(
         users = set(User.objects.filter(pk__in=known).values_list("pk", flat=True))
         user_ids = [*user_ids, *(member for member in known if member in users)]
         group_ids = [*group_ids, *(member for member in known if member not in users)]
-    if group_ids:
-        _lock_nesting()
     group = _lock_group(group_id)
     _check_version(group, expected_version)
+    if group_ids:
+        _lock_nesting()
     return _add_members(actor, group, user_ids, group_ids)
 
 

@@ -278,7 +278,11 @@ class UsersViewSet(ScimViewSet):
         body = self.body()
         expected = self.expected_version()
         self.normalised(
-            _with_retries(lambda locked: self._patch_user(user_id, body, expected, locked=locked))
+            _with_retries(
+                lambda locked: self._patch_user(user_id, body, expected, locked=locked),
+                one_write=True,
+                lock_first=expected is not None,
+            )
         )
         if scim_setting("USER_PATCH_RETURNS_RESOURCE") or projection.explicit:
             return self._respond(user_id, projection)
@@ -389,7 +393,10 @@ class GroupsViewSet(ScimViewSet):
         body = self.body()
         expected = self.expected_version()
         self.normalised(
-            _with_retries(lambda locked: self._patch_group(group_id, body, expected, locked=locked))
+            _with_retries(
+                lambda locked: self._patch_group(group_id, body, expected, locked=locked),
+                lock_first=expected is not None,
+            )
         )
         if scim_setting("GROUP_PATCH_RETURNS_RESOURCE") or projection.explicit:
             return self._respond(group_id, projection)
@@ -434,7 +441,7 @@ _OPTIMISTIC_ATTEMPTS = 2
 
 
 def _with_retries(
-    attempt: Callable[[bool], dialects.Normalized], *, one_write: bool = False
+    attempt: Callable[[bool], dialects.Normalized], *, one_write: bool = False, lock_first: bool = False
 ) -> dialects.Normalized:
     """Run a read-patch-write attempt in a transaction until it lands.
 
@@ -443,7 +450,8 @@ def _with_retries(
     locks the row first, so a busy resource still gets every PATCH applied,
     one after another, and never a 412 the client did not ask for.
     """
-    for _ in range(_OPTIMISTIC_ATTEMPTS):
+    # With If-Match, the version must be checked under the lock that the writes then hold.
+    for _ in range(0 if lock_first else _OPTIMISTIC_ATTEMPTS):
         try:
             # An attempt that makes one service call needs no transaction of its own: the service is one.
             with nullcontext() if one_write else transaction.atomic():

@@ -69,3 +69,79 @@ def test_concurrent_member_adds_to_one_group_all_land():
     assert set(Membership.objects.filter(group=group).values_list("member_user_id", flat=True)) == {
         user.pk for user in users
     }
+
+
+def test_racing_put_and_patch_that_both_nest_groups_neither_deadlock_nor_fail():
+    _, token = scim_client_create(name="racer")
+    system = Actor.system()
+    g1, g2, g3 = (services.group_create(actor=system, display_name=f"G{n}") for n in (1, 2, 3))
+    barrier = threading.Barrier(2)
+    replies: dict[str, Reply] = {}
+
+    def put() -> None:
+        try:
+            barrier.wait(5)
+            replies["put"] = Scim(Client(), token).put(
+                f"Groups/{g1.pk}",
+                {
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                    "displayName": "G1-renamed",
+                    "members": [{"value": str(g2.pk), "type": "Group"}],
+                },
+            )
+        finally:
+            connection.close()
+
+    def patch() -> None:
+        try:
+            barrier.wait(5)
+            replies["patch"] = Scim(Client(), token).patch(
+                f"Groups/{g1.pk}",
+                patch_op({"op": "add", "path": "members", "value": [{"value": str(g3.pk), "type": "Group"}]}),
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=put), threading.Thread(target=patch)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert replies["put"].status == HTTPStatus.OK, replies
+    assert replies["patch"].status == HTTPStatus.NO_CONTENT, replies
+    members = set(Membership.objects.filter(group=g1).values_list("member_group_id", flat=True))
+    assert g2.pk in members
+
+
+def test_if_match_on_a_member_only_patch_is_checked_under_the_lock():
+    _, token = scim_client_create(name="racer")
+    group = services.group_create(actor=Actor.system(), display_name="Guarded")
+    users = [services.user_create(actor=Actor.system(), user_name=f"m{n}@example.com") for n in range(2)]
+    requests = [
+        (f"Groups/{group.pk}", patch_op({"op": "add", "path": "members", "value": [{"value": str(user.pk)}]}))
+        for user in users
+    ]
+
+    barrier = threading.Barrier(2)
+    replies: list[Reply] = []
+
+    def send(path: str, body: dict) -> None:  # type: ignore[type-arg]
+        try:
+            barrier.wait(5)
+            replies.append(Scim(Client(), token).patch(path, body, headers={"If-Match": 'W/"1"'}))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=request) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    # Both named version 1: exactly one lands, the other is told the group moved on.
+    assert sorted(reply.status for reply in replies) == [
+        HTTPStatus.NO_CONTENT,
+        HTTPStatus.PRECONDITION_FAILED,
+    ]
+    assert Membership.objects.filter(group=group).count() == 1
