@@ -13,6 +13,8 @@ DEFAULTS: dict[str, Any] = {
     # A request with `attributes` always gets 200 with the resource.
     "USER_PATCH_RETURNS_RESOURCE": True,
     "GROUP_PATCH_RETURNS_RESOURCE": False,
+    # Seconds a cursor (RFC 9865) stays valid after it is issued.
+    "CURSOR_TIMEOUT": 3600,
     # How long a process trusts a token it has just checked (seconds); 0 checks every request.
     "TOKEN_CACHE_SECONDS": 5,
     # A client's `last_used` is written at most this often (seconds).

@@ -23,7 +23,7 @@ from directory import selectors, services
 from directory.actors import Actor
 from directory.exceptions import InvalidValue, ObjectNotFound, VersionMismatch
 from directory.models import Group, User
-from scim_api import dialects, mapping
+from scim_api import cursors, dialects, mapping
 from scim_api.authentication import ScimScopePermission, ScimTokenAuthentication
 from scim_api.conf import scim_setting
 from scim_api.exceptions import SCIM_CONTENT_TYPE, ScimError, exception_handler
@@ -147,6 +147,8 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
     def search(self, params: dict[str, Any]) -> Response:
         projection = self.projection(params)
         queryset = self.filtered(params)
+        if "cursor" in params:
+            return self.cursor_search(params, queryset, projection)
         page = Page.from_params(params)
         ordering = order_by(params.get("sortby"), params.get("sortorder"), self.resource_type)
         rows = self.page_rows(queryset, ordering, page) if page.count else []
@@ -162,6 +164,40 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
             "startIndex": page.start_index,
             "Resources": resources,
         }
+        return Response(body, content_type=SCIM_CONTENT_TYPE)
+
+    def cursor_search(
+        self, params: dict[str, Any], queryset: QuerySet[Any], projection: Projection
+    ) -> Response:
+        """RFC 9865: `cursor` (even empty) asks for cursor pages in the default order."""
+        if params.get("startindex") not in (None, ""):
+            raise ScimError("Use either cursor or startIndex, not both.", scim_type="invalidValue")
+        if params.get("sortby") not in (None, ""):
+            raise ScimError(
+                "Cursor pages follow the server's default order; sortBy needs index pagination (startIndex).",
+                scim_type="invalidValue",
+            )
+        token = params.get("cursor")
+        if token is not None and not isinstance(token, str):
+            raise ScimError("cursor must be a string.", scim_type="invalidCursor")
+        count = Page.from_params(params).count
+        scope = {"resource_type": self.resource_type.name, "filter_text": params.get("filter")}
+        cursor = cursors.decode(token, **scope) if token else None
+        total = queryset.count()
+        result = (
+            cursors.page(queryset, cursor, count, **scope) if count else cursors.CursorPage([], None, None)
+        )
+        resources = [projection.apply(resource) for resource in self.render(result.rows, projection)]
+        body: dict[str, Any] = {
+            "schemas": [LIST_RESPONSE],
+            "totalResults": total,
+            "itemsPerPage": len(resources),
+            "Resources": resources,
+        }
+        if result.next_cursor:
+            body["nextCursor"] = result.next_cursor
+        if result.previous_cursor:
+            body["previousCursor"] = result.previous_cursor
         return Response(body, content_type=SCIM_CONTENT_TYPE)
 
     def page_rows(self, queryset: QuerySet[Any], ordering: list[Any], page: Page) -> list[Any]:
@@ -533,7 +569,16 @@ class DiscoveryView(ScimAPIView):
     permission_classes: list[Any] = []
 
 
-_SEARCH_KEYS = ("attributes", "excludedAttributes", "filter", "sortBy", "sortOrder", "startIndex", "count")
+_SEARCH_KEYS = (
+    "attributes",
+    "excludedAttributes",
+    "filter",
+    "sortBy",
+    "sortOrder",
+    "startIndex",
+    "count",
+    "cursor",
+)
 
 
 def search_params(body: dict[str, Any]) -> dict[str, Any]:
@@ -595,6 +640,11 @@ class SearchView(ScimAPIView):
         if not isinstance(body, dict):
             raise ScimError("The request body must be a JSON object.", scim_type="invalidSyntax")
         params = search_params(body)
+        if "cursor" in params:
+            raise ScimError(
+                "Cursor pagination is per resource type: POST /Users/.search or /Groups/.search.",
+                scim_type="invalidValue",
+            )
         views = [
             view_class(request=request, format_kwarg=None) for view_class in (UsersViewSet, GroupsViewSet)
         ]
@@ -647,6 +697,14 @@ class ServiceProviderConfigView(DiscoveryView):
             "filter": {"supported": True, "maxResults": max_page},
             "changePassword": {"supported": True},
             "sort": {"supported": True},
+            "pagination": {
+                "cursor": True,
+                "index": True,
+                "defaultPaginationMethod": "index",
+                "defaultPageSize": scim_setting("DEFAULT_PAGE_SIZE"),
+                "maxPageSize": max_page,
+                "cursorTimeout": scim_setting("CURSOR_TIMEOUT"),
+            },
             "etag": {"supported": True},
             "authenticationSchemes": [
                 {
