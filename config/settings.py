@@ -193,6 +193,7 @@ SCIM_API = {
     "USER_PATCH_RETURNS_RESOURCE": env_bool("SCIM_USER_PATCH_RETURNS_RESOURCE", True),
     "GROUP_PATCH_RETURNS_RESOURCE": env_bool("SCIM_GROUP_PATCH_RETURNS_RESOURCE", False),
     "TOKEN_CACHE_SECONDS": env_int("SCIM_TOKEN_CACHE_SECONDS", 5, minimum=0, maximum=300),
+    "CURSOR_TIMEOUT": env_int("SCIM_CURSOR_TIMEOUT", 3600, minimum=60),
 }
 
 # Read through directory.conf.directory_settings, never at import time.

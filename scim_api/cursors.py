@@ -81,8 +81,9 @@ def page(
     """One page after (or before) `cursor`; None starts at the beginning."""
     backwards = cursor is not None and cursor.direction == "previous"
     if cursor is not None:
-        after = Q(created__gt=cursor.created) | Q(created=cursor.created, pk__gt=cursor.id)
-        before = Q(created__lt=cursor.created) | Q(created=cursor.created, pk__lt=cursor.id)
+        # (created, id) > (c, i), spelled so the planner sees a range on the (created, id) index.
+        after = Q(created__gte=cursor.created) & ~Q(created=cursor.created, pk__lte=cursor.id)
+        before = Q(created__lte=cursor.created) & ~Q(created=cursor.created, pk__gte=cursor.id)
         queryset = queryset.filter(before if backwards else after)
     order = ("-created", "-id") if backwards else ("created", "id")
     # One row more than asked tells whether another page follows, without a COUNT.
