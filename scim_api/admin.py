@@ -31,7 +31,7 @@ class ScimClientForm(forms.ModelForm):
 
     class Meta:
         model = ScimClient
-        fields = ["name", "description", "scope", "revoked"]
+        fields = ["name", "description", "scope", "user", "revoked"]
 
 
 @admin.register(ScimClient)
@@ -42,6 +42,8 @@ class ScimClientAdmin(admin.ModelAdmin):
     search_fields = ["name", "description"]
     ordering = ["name"]
     readonly_fields = ["token_lookup", "expires", "created", "last_used"]
+    autocomplete_fields = ["user"]
+    list_select_related = ["user"]
     inlines = [DialectRewriteInline]
     actions = ["rotate_token", "revoke"]
 
@@ -62,6 +64,7 @@ class ScimClientAdmin(admin.ModelAdmin):
             scope=obj.scope,
             description=obj.description,
             expires_days=form.cleaned_data.get("expires_in_days"),
+            user_id=obj.user_id,
         )
         obj.pk, obj.token_lookup, obj.token_hash, obj.expires = (
             client.pk,

@@ -35,6 +35,15 @@ class ScimClient(models.Model):
         null=True, blank=True, help_text="Leave empty for a token that never expires."
     )
     revoked = models.BooleanField(default=False)
+    # /Me (RFC 7644 §3.11) answers with this user; clients not bound to a user get 501 there.
+    user = models.ForeignKey(
+        "directory.User",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="scim_clients",
+        help_text="The directory user this client acts as, for /Me. Leave empty for provisioning clients.",
+    )
     created = models.DateTimeField(default=now, editable=False)
     last_used = models.DateTimeField(null=True, blank=True, editable=False)
 

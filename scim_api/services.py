@@ -1,5 +1,6 @@
 """Writes to the SCIM API's own records: client credentials and dialect counters."""
 
+import uuid
 from collections.abc import Iterable
 
 from django.db import transaction
@@ -12,10 +13,15 @@ from scim_api.token_cache import recent_clients
 
 @transaction.atomic
 def scim_client_create(
-    *, name: str, scope: str = ScimClient.Scope.WRITE, expires_days: int | None = None, description: str = ""
+    *,
+    name: str,
+    scope: str = ScimClient.Scope.WRITE,
+    expires_days: int | None = None,
+    description: str = "",
+    user_id: uuid.UUID | None = None,
 ) -> tuple[ScimClient, str]:
     """Create a client and return it with its token, which is shown this once and stored only hashed."""
-    client = ScimClient(name=name, scope=scope, description=description)
+    client = ScimClient(name=name, scope=scope, description=description, user_id=user_id)
     client.expires_in(expires_days)
     token = client.issue_token()
     client.save()

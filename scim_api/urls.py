@@ -36,6 +36,19 @@ urlpatterns = [
     ),
     _route("Users", views.UsersViewSet.as_view(collection), "users"),
     _route("Users", views.UsersViewSet.as_view(member), "user", tail=ONE.format("pk")),
+    _route(
+        "Me",
+        views.MeViewSet.as_view(
+            {
+                "get": "me_retrieve",
+                "put": "me_update",
+                "patch": "me_partial_update",
+                "post": "me_unsupported",
+                "delete": "me_unsupported",
+            }
+        ),
+        "me",
+    ),
     _route("Groups", views.GroupsViewSet.as_view(collection), "groups"),
     _route("Groups", views.GroupsViewSet.as_view(member), "group", tail=ONE.format("pk")),
     _route("ServiceProviderConfig", views.ServiceProviderConfigView.as_view(), "service-provider-config"),

@@ -352,6 +352,33 @@ class UsersViewSet(ScimViewSet):
         return Response(status=204)
 
 
+class MeViewSet(UsersViewSet):
+    """/Me (RFC 7644 §3.11): the user the calling client is bound to, read and changed as /Users/{id}."""
+
+    def _me(self) -> str:
+        if self.client.user_id is None:
+            raise ScimError(
+                "This SCIM client is not bound to a directory user, so /Me has no subject "
+                "(an operator can bind one on the client's admin page).",
+                status=501,
+            )
+        return str(self.client.user_id)
+
+    def me_retrieve(self, request: Request) -> Response:
+        return self.retrieve(request, self._me())
+
+    def me_update(self, request: Request) -> Response:
+        return self.update(request, self._me())
+
+    def me_partial_update(self, request: Request) -> Response:
+        return self.partial_update(request, self._me())
+
+    def me_unsupported(self, request: Request) -> Response:
+        raise ScimError(
+            "/Me supports GET, PUT and PATCH; create and delete users through /Users.", status=501
+        )
+
+
 # --- Groups -------------------------------------------------------------------------------
 
 
