@@ -141,6 +141,16 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Shared counters (SCIM rate limits): Redis when configured, so all web processes
+# share them; otherwise each process keeps its own.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "directory"}
+    )
+}
+
 # --- Authentication and passwords -------------------------------------------
 
 # Directory identities' passwords are hashed with Argon2id; the other hashers
@@ -194,6 +204,7 @@ SCIM_API = {
     "GROUP_PATCH_RETURNS_RESOURCE": env_bool("SCIM_GROUP_PATCH_RETURNS_RESOURCE", False),
     "TOKEN_CACHE_SECONDS": env_int("SCIM_TOKEN_CACHE_SECONDS", 5, minimum=0, maximum=300),
     "CURSOR_TIMEOUT": env_int("SCIM_CURSOR_TIMEOUT", 3600, minimum=60),
+    "RATE_LIMIT_PER_MINUTE": env_int("SCIM_RATE_LIMIT_PER_MINUTE", 6000, minimum=0),
 }
 
 # Read through directory.conf.directory_settings, never at import time.

@@ -31,13 +31,13 @@ class ScimClientForm(forms.ModelForm):
 
     class Meta:
         model = ScimClient
-        fields = ["name", "description", "scope", "user", "revoked"]
+        fields = ["name", "description", "scope", "user", "requests_per_minute", "revoked"]
 
 
 @admin.register(ScimClient)
 class ScimClientAdmin(admin.ModelAdmin):
     form = ScimClientForm
-    list_display = ["name", "scope", "revoked", "expires", "last_used", "created"]
+    list_display = ["name", "scope", "requests_per_minute", "revoked", "expires", "last_used", "created"]
     list_filter = ["scope", "revoked"]
     search_fields = ["name", "description"]
     ordering = ["name"]

@@ -13,6 +13,8 @@ DEFAULTS: dict[str, Any] = {
     # A request with `attributes` always gets 200 with the resource.
     "USER_PATCH_RETURNS_RESOURCE": True,
     "GROUP_PATCH_RETURNS_RESOURCE": False,
+    # Requests per minute per SCIM client unless its own limit says otherwise; 0 means no limit.
+    "RATE_LIMIT_PER_MINUTE": 6000,
     # Seconds a cursor (RFC 9865) stays valid after it is issued.
     "CURSOR_TIMEOUT": 3600,
     # How long a process trusts a token it has just checked (seconds); 0 checks every request.

@@ -6,6 +6,7 @@ ever sees an HTML page or a stack trace.
 """
 
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -99,7 +100,7 @@ def _from_exception(exc: Exception) -> ScimError | None:
         case drf.NotAcceptable():
             return ScimError(str(exc.detail), status=406)
         case drf.Throttled():
-            wait = int(exc.wait or 1)
+            wait = max(1, math.ceil(exc.wait or 1))
             return ScimError(str(exc.detail), status=429, headers={"Retry-After": str(wait)})
         case drf.APIException():
             return ScimError(str(exc.detail), status=exc.status_code)

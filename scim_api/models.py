@@ -35,6 +35,12 @@ class ScimClient(models.Model):
         null=True, blank=True, help_text="Leave empty for a token that never expires."
     )
     revoked = models.BooleanField(default=False)
+    requests_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests this client may send per minute before it gets 429; empty for the server "
+        "default (SCIM_RATE_LIMIT_PER_MINUTE), 0 for no limit.",
+    )
     # /Me (RFC 7644 §3.11) answers with this user; clients not bound to a user get 501 there.
     user = models.ForeignKey(
         "directory.User",

@@ -44,6 +44,7 @@ from scim_api.schema import (
 )
 from scim_api.services import dialect_rewrites_record
 from scim_api.sorting import order_by
+from scim_api.throttling import ScimClientRateThrottle
 
 
 class ScimAPIView(APIView):
@@ -51,6 +52,7 @@ class ScimAPIView(APIView):
 
     authentication_classes = [ScimTokenAuthentication]
     permission_classes = [ScimScopePermission]
+    throttle_classes = [ScimClientRateThrottle]
     renderer_classes = [ScimJSONRenderer]
     parser_classes = [ScimJSONParser, PlainJSONParser]
     content_negotiation_class = AlwaysScimNegotiation
@@ -594,6 +596,7 @@ class DiscoveryView(ScimAPIView):
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
+    throttle_classes: list[Any] = []
 
 
 _SEARCH_KEYS = (

@@ -1,0 +1,51 @@
+"""Per-client rate limits: a request count per minute, kept in the shared cache.
+
+With REDIS_URL set the cache is Redis, so every web process counts against one
+limit; without it each process counts on its own (documented in the README).
+Fixed one-minute windows: one cache round trip per request, and a client that
+exceeds its limit is told exactly when the window ends (Retry-After).
+"""
+
+import time
+from typing import Any
+
+from django.core.cache import cache
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from scim_api.conf import scim_setting
+from scim_api.models import ScimClient
+
+WINDOW_SECONDS = 60
+
+
+class ScimClientRateThrottle(BaseThrottle):
+    def __init__(self) -> None:
+        self.retry_after = 0.0
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        client = request.user
+        if not isinstance(client, ScimClient):
+            return True
+        limit = client.requests_per_minute
+        if limit is None:
+            limit = scim_setting("RATE_LIMIT_PER_MINUTE")
+        if not limit:
+            return True
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        key = f"scim-rate:{client.pk}:{window}"
+        # add() starts the window's counter only if absent; incr() is atomic in Redis.
+        cache.add(key, 0, timeout=WINDOW_SECONDS * 2)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # the key expired between add() and incr()
+            cache.add(key, 1, timeout=WINDOW_SECONDS * 2)
+            count = 1
+        if count <= limit:
+            return True
+        self.retry_after = (window + 1) * WINDOW_SECONDS - now
+        return False
+
+    def wait(self) -> float:
+        return max(1.0, self.retry_after)
