@@ -139,6 +139,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "directory.tasks.purge_processed_change_events",
         "schedule": 3600.0,
     },
+    "purge-expired-access-tokens": {
+        "task": "scim_api.tasks.purge_expired_access_tokens",
+        "schedule": 3600.0,
+    },
 }
 
 # Shared counters (SCIM rate limits): Redis when configured, so all web processes

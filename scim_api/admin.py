@@ -7,8 +7,13 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from scim_api.models import DialectRewrite, ScimClient
-from scim_api.services import scim_client_create, scim_client_revoke, scim_client_rotate
+from scim_api.models import DialectRewrite, OAuthCredential, ScimClient
+from scim_api.services import (
+    oauth_credential_issue,
+    scim_client_create,
+    scim_client_revoke,
+    scim_client_rotate,
+)
 from scim_api.token_cache import recent_clients
 
 
@@ -19,6 +24,19 @@ class DialectRewriteInline(admin.TabularInline):
     extra = 0
     can_delete = False
     verbose_name_plural = "dialect rewrites (requests this client sent in a non-RFC form, by rewrite)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class OAuthCredentialInline(admin.StackedInline):
+    model = OAuthCredential
+    fk_name = "scim_client"
+    fields = ["public_id", "token_lifetime_minutes", "created"]
+    readonly_fields = ["public_id", "created"]
+    extra = 0
+    can_delete = True
+    verbose_name_plural = "OAuth client credentials (use the action to issue or replace the secret)"
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -44,11 +62,11 @@ class ScimClientAdmin(admin.ModelAdmin):
     readonly_fields = ["token_lookup", "expires", "created", "last_used"]
     autocomplete_fields = ["user"]
     list_select_related = ["user"]
-    inlines = [DialectRewriteInline]
-    actions = ["rotate_token", "revoke"]
+    inlines = [OAuthCredentialInline, DialectRewriteInline]
+    actions = ["rotate_token", "issue_oauth_credentials", "revoke"]
 
     def get_inlines(self, request: HttpRequest, obj: ScimClient | None) -> list[Any]:
-        # A client being created has sent nothing yet.
+        # A client being created has neither OAuth credentials nor traffic yet.
         return self.inlines if obj is not None else []
 
     def save_model(self, request: HttpRequest, obj: ScimClient, form: forms.ModelForm, change: bool) -> None:
@@ -80,6 +98,21 @@ class ScimClientAdmin(admin.ModelAdmin):
         for client in queryset:
             rotated, token = scim_client_rotate(client_id=client.pk)
             self._show_token(request, rotated, token)
+
+    @admin.action(description="Issue OAuth client credentials (replaces the secret)", permissions=["change"])
+    def issue_oauth_credentials(self, request: HttpRequest, queryset: QuerySet[ScimClient]) -> None:
+        for client in queryset:
+            current = getattr(client, "oauth", None)
+            credential, secret = oauth_credential_issue(
+                client_id=client.pk, lifetime_minutes=current.token_lifetime_minutes if current else 60
+            )
+            self.message_user(
+                request,
+                f"OAuth credentials for {client.name}: client_id {credential.public_id}, "
+                f"client_secret {secret} — copy the secret now; it is stored only as a hash. "
+                "Token endpoint: /oauth/token.",
+                messages.WARNING,
+            )
 
     @admin.action(description="Revoke the selected clients' tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ScimClient]) -> None:

@@ -1,7 +1,8 @@
 """Bearer-token authentication and scope checks for SCIM clients."""
 
 import hmac
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils.timezone import now
@@ -10,14 +11,29 @@ from rest_framework.request import Request
 
 from scim_api.conf import scim_setting
 from scim_api.exceptions import WWW_AUTHENTICATE
-from scim_api.models import ScimClient, hash_token
+from scim_api.models import ACCESS_TOKEN_PREFIX, AccessToken, ScimClient, hash_token
 from scim_api.token_cache import recent_clients
 
 
-class ScimTokenAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Bearer scim_…`: one indexed lookup, then a constant-time hash comparison."""
+@dataclass(frozen=True)
+class Grant:
+    """What the presented token allows: request.auth for SCIM views."""
 
-    def authenticate(self, request: Request) -> tuple[ScimClient, str] | None:
+    scope: str
+    expires: datetime | None = None
+
+    @property
+    def can_write(self) -> bool:
+        return self.scope == ScimClient.Scope.WRITE
+
+
+class ScimTokenAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer …`: a client's long-lived token (scim_…) or an OAuth access token (scimat_…).
+
+    Either way one indexed lookup; the long-lived token is then compared in constant time.
+    """
+
+    def authenticate(self, request: Request) -> tuple[ScimClient, Grant] | None:
         header = authentication.get_authorization_header(request).decode("latin-1")
         scheme, _, token = header.partition(" ")
         if not header:
@@ -26,21 +42,32 @@ class ScimTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <token>'.")
         token = token.strip()
         digest = hash_token(token)
-        client = recent_clients.get(digest)
-        if client is None:
-            lookup = ScimClient.lookup_of(token)
-            client = ScimClient.objects.filter(token_lookup=lookup).first() if lookup else None
-            # Compare even when no client matched, so timing does not reveal which lookups exist.
-            expected = client.token_hash if client else hash_token("")
-            if not hmac.compare_digest(digest, expected) or client is None:
-                raise exceptions.AuthenticationFailed("The bearer token is not valid.")
-            recent_clients.put(digest, client)
+        cached = recent_clients.get(digest)
+        client, grant = cached if cached is not None else self._look_up(token, digest)
+        if cached is None:
+            recent_clients.put(digest, (client, grant))
         if client.revoked:
             raise exceptions.AuthenticationFailed("The bearer token has been revoked.")
-        if not client.is_usable():
+        if not client.is_usable() or (grant.expires is not None and grant.expires <= now()):
             raise exceptions.AuthenticationFailed("The bearer token has expired.")
         self._touch(client)
-        return client, token
+        return client, grant
+
+    @staticmethod
+    def _look_up(token: str, digest: str) -> tuple[ScimClient, Grant]:
+        if token.startswith(ACCESS_TOKEN_PREFIX):
+            # 256 random bits, looked up by their hash: nothing to learn from timing.
+            access = AccessToken.objects.select_related("client").filter(token_hash=digest).first()
+            if access is None:
+                raise exceptions.AuthenticationFailed("The bearer token is not valid.")
+            return access.client, Grant(scope=access.scope, expires=access.expires)
+        lookup = ScimClient.lookup_of(token)
+        client = ScimClient.objects.filter(token_lookup=lookup).first() if lookup else None
+        # Compare even when no client matched, so timing does not reveal which lookups exist.
+        expected = client.token_hash if client else hash_token("")
+        if not hmac.compare_digest(digest, expected) or client is None:
+            raise exceptions.AuthenticationFailed("The bearer token is not valid.")
+        return client, Grant(scope=client.scope)
 
     def authenticate_header(self, request: Request) -> str:
         return WWW_AUTHENTICATE
@@ -59,12 +86,11 @@ class ScimTokenAuthentication(authentication.BaseAuthentication):
 class ScimScopePermission(permissions.BasePermission):
     """Reads need any valid token; writes need the write scope."""
 
-    message = "This SCIM client's token has the read scope only."
+    message = "This token has the read scope only."
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        client = request.user
-        if not isinstance(client, ScimClient):
+        if not isinstance(request.user, ScimClient) or not isinstance(request.auth, Grant):
             return False
         # A search is a read sent as POST (RFC 7644 §3.4.3).
         searching = getattr(view, "read_only", False) or getattr(view, "action", None) == "search_request"
-        return request.method in permissions.SAFE_METHODS or searching or client.can_write
+        return request.method in permissions.SAFE_METHODS or searching or request.auth.can_write

@@ -4,10 +4,12 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.timezone import now
 
 TOKEN_PREFIX = "scim_"
+ACCESS_TOKEN_PREFIX = "scimat_"
 # The first characters after the prefix identify the client (indexed, not
 # secret); the whole token is compared in constant time against its hash.
 LOOKUP_LENGTH = 8
@@ -87,6 +89,60 @@ class ScimClient(models.Model):
 
     def expires_in(self, days: int | None) -> None:
         self.expires = now() + timedelta(days=days) if days else None
+
+
+class OAuthCredential(models.Model):
+    """OAuth 2.0 client credentials (RFC 6749 §4.4) for a SCIM client that wants short-lived tokens.
+
+    Microsoft's gallery validator and some HR systems exchange a client id and
+    secret at /oauth/token for a bearer token that lives 60 to 360 minutes.
+    """
+
+    scim_client = models.OneToOneField(ScimClient, on_delete=models.CASCADE, related_name="oauth")
+    # The OAuth "client_id" (RFC 6749 §2.2): public, sent with the secret.
+    public_id = models.CharField("client_id", max_length=64, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    token_lifetime_minutes = models.PositiveSmallIntegerField(
+        default=60,
+        validators=[MinValueValidator(60), MaxValueValidator(360)],
+        help_text="How long an issued access token lives: 60 to 360 minutes.",
+    )
+    created = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        verbose_name = "OAuth client credential"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(token_lifetime_minutes__gte=60, token_lifetime_minutes__lte=360),
+                name="scim_api_oauth_lifetime_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scim_client} ({self.public_id})"
+
+    def issue_secret(self) -> str:
+        """Set a new client id and secret; returns the secret (the only time it is readable)."""
+        self.public_id = f"scimc_{secrets.token_urlsafe(12)}"
+        secret = secrets.token_urlsafe(32)
+        self.secret_hash = hash_token(secret)
+        return secret
+
+
+class AccessToken(models.Model):
+    """A bearer token issued at /oauth/token; stored as its hash, valid until `expires`."""
+
+    client = models.ForeignKey(ScimClient, on_delete=models.CASCADE, related_name="access_tokens")
+    token_hash = models.CharField(max_length=64, unique=True)
+    scope = models.CharField(max_length=8, choices=ScimClient.Scope.choices)
+    expires = models.DateTimeField()
+    created = models.DateTimeField(default=now)
+
+    class Meta:
+        indexes = [models.Index(fields=["expires"], name="scim_api_accesstoken_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.client} until {self.expires:%Y-%m-%d %H:%M}"
 
 
 class DialectRewrite(models.Model):

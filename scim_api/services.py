@@ -1,13 +1,23 @@
 """Writes to the SCIM API's own records: client credentials and dialect counters."""
 
+import hmac
+import secrets
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import F
 from django.utils.timezone import now
 
-from scim_api.models import DialectRewrite, ScimClient
+from scim_api.models import (
+    ACCESS_TOKEN_PREFIX,
+    AccessToken,
+    DialectRewrite,
+    OAuthCredential,
+    ScimClient,
+    hash_token,
+)
 from scim_api.token_cache import recent_clients
 
 
@@ -61,3 +71,66 @@ def dialect_rewrites_record(*, client: ScimClient, names: Iterable[str]) -> None
                 DialectRewrite.objects.filter(client=client, name=name).update(
                     count=F("count") + 1, last_seen=current
                 )
+
+
+@transaction.atomic
+def oauth_credential_issue(*, client_id: int, lifetime_minutes: int = 60) -> tuple[OAuthCredential, str]:
+    """Give a SCIM client an OAuth client id and a new secret (replacing any old one); returns the secret."""
+    client = ScimClient.objects.select_for_update().get(pk=client_id)
+    credential = OAuthCredential.objects.filter(scim_client=client).first() or OAuthCredential(
+        scim_client=client
+    )
+    credential.token_lifetime_minutes = lifetime_minutes
+    secret = credential.issue_secret()
+    credential.full_clean(exclude=["scim_client"])
+    credential.save()
+    return credential, secret
+
+
+class OAuthError(Exception):
+    """An RFC 6749 §5.2 error: `error` code, description, HTTP status."""
+
+    def __init__(self, error: str, description: str, *, status: int = 400) -> None:
+        super().__init__(description)
+        self.error, self.description, self.status = error, description, status
+
+
+def access_token_issue(*, public_id: str, secret: str, scope: str | None) -> tuple[str, AccessToken]:
+    """Exchange client credentials for an access token (shown once, stored hashed)."""
+    credential = OAuthCredential.objects.select_related("scim_client").filter(public_id=public_id).first()
+    expected = credential.secret_hash if credential else hash_token("")
+    if not hmac.compare_digest(hash_token(secret), expected) or credential is None:
+        raise OAuthError("invalid_client", "Unknown client or wrong secret.", status=401)
+    client = credential.scim_client
+    if not client.is_usable():
+        raise OAuthError("invalid_client", "This client is revoked or expired.", status=401)
+    granted = _granted_scope(client, scope)
+    token = f"{ACCESS_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
+    issued = now()
+    access = AccessToken.objects.create(
+        client=client,
+        token_hash=hash_token(token),
+        scope=granted,
+        created=issued,
+        expires=issued + timedelta(minutes=credential.token_lifetime_minutes),
+    )
+    return token, access
+
+
+def _granted_scope(client: ScimClient, requested: str | None) -> str:
+    """The client's scope, or the narrower one asked for (RFC 6749 §3.3); never a wider one."""
+    if not requested:
+        return client.scope
+    words = set(requested.split())
+    if words - {ScimClient.Scope.READ, ScimClient.Scope.WRITE}:
+        raise OAuthError("invalid_scope", "Scopes are 'read' and 'write'.")
+    wanted = ScimClient.Scope.WRITE if ScimClient.Scope.WRITE in words else ScimClient.Scope.READ
+    if wanted == ScimClient.Scope.WRITE and not client.can_write:
+        raise OAuthError("invalid_scope", "This client may only read.")
+    return wanted
+
+
+def access_tokens_purge() -> int:
+    """Delete access tokens that expired; returns how many."""
+    deleted, _ = AccessToken.objects.filter(expires__lt=now()).delete()
+    return deleted

@@ -1,13 +1,13 @@
 """Clients authenticated in this process in the last few seconds, keyed by token hash."""
 
 import time
+from typing import Any
 
 from scim_api.conf import scim_setting
-from scim_api.models import ScimClient
 
 
 class RecentClients:
-    """Clients authenticated in this process in the last few seconds, by token hash.
+    """What tokens checked in this process in the last few seconds resolved to, by token hash.
 
     Saves the lookup query on the busy path (a provisioning cycle sends many
     requests a second). Revoking or rotating a token clears this process's cache
@@ -15,15 +15,15 @@ class RecentClients:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, ScimClient]] = {}
+        self._entries: dict[str, tuple[float, Any]] = {}
 
-    def get(self, digest: str) -> ScimClient | None:
+    def get(self, digest: str) -> Any:
         entry = self._entries.get(digest)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1]
 
-    def put(self, digest: str, client: ScimClient) -> None:
+    def put(self, digest: str, client: Any) -> None:
         ttl = scim_setting("TOKEN_CACHE_SECONDS")
         if ttl <= 0:
             return

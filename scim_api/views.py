@@ -742,7 +742,13 @@ class ServiceProviderConfigView(DiscoveryView):
                     "name": "Bearer token",
                     "description": "A token issued to the SCIM client by the directory's operators.",
                     "primary": True,
-                }
+                },
+                {
+                    "type": "oauth2",
+                    "name": "OAuth 2.0 client credentials",
+                    "description": "POST client_id and client_secret to /oauth/token (grant_type="
+                    "client_credentials) for a bearer token that lives 60 to 360 minutes.",
+                },
             ],
             "meta": {
                 "resourceType": "ServiceProviderConfig",
