@@ -46,6 +46,10 @@ def group_get(*, group_id: uuid.UUID | str, for_update: bool = False) -> Group:
         raise ObjectNotFound(f"Group {group_id} not found") from None
 
 
+def group_version(*, group_id: uuid.UUID) -> int | None:
+    return Group.objects.filter(pk=group_id).values_list("version", flat=True).first()
+
+
 def group_members(*, group_id: uuid.UUID) -> QuerySet[Membership]:
     """A group's direct members, users and groups, with the member rows joined in."""
     return (

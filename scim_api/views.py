@@ -465,7 +465,12 @@ class GroupsViewSet(ScimViewSet):
         )
         if scim_setting("GROUP_PATCH_RETURNS_RESOURCE") or projection.explicit:
             return self._respond(group_id, projection)
-        return Response(status=204)
+        # No body, but the new version, so a client using If-Match needs no extra GET.
+        response = Response(status=204)
+        version = selectors.group_version(group_id=group_id)
+        if version is not None:
+            response["ETag"] = mapping.etag(version)
+        return response
 
     def _patch_group(
         self, group_id: uuid.UUID, body: dict[str, Any], expected: int | None, *, locked: bool

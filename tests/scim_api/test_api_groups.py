@@ -109,6 +109,7 @@ def test_entra_add_members_with_null_ref_is_204(scim):
     )
     assert reply.status == HTTPStatus.NO_CONTENT, reply
     assert reply.body is None
+    assert reply.headers["ETag"] == 'W/"2"'
     assert Membership.objects.filter(group_id=body["id"], member_user=alice).exists()
 
 
