@@ -75,6 +75,8 @@ class ScimClientAdmin(admin.ModelAdmin):
             if days:
                 obj.expires_in(days)
             obj.save()
+            if "revoked" in form.changed_data and obj.revoked:
+                scim_client_revoke(client_ids=[obj.pk])  # ends its OAuth access tokens too
             recent_clients.clear()  # a revoked tick-box or a new expiry takes effect now
             return
         client, token = scim_client_create(

@@ -6,7 +6,6 @@ clients parse them.
 """
 
 import base64
-import binascii
 from urllib.parse import unquote_plus
 
 from django.http import HttpRequest, JsonResponse
@@ -29,7 +28,7 @@ def _client_credentials(request: HttpRequest) -> tuple[str, str]:
     if header.lower().startswith("basic "):
         try:
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64, not ASCII, or not UTF-8 once decoded
             raise OAuthError("invalid_client", "Malformed Basic credentials.", status=401) from None
         public_id, _, secret = decoded.partition(":")
         return unquote_plus(public_id), unquote_plus(secret)

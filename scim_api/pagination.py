@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +16,12 @@ def _integer(params: dict[str, Any], name: str, default: int) -> int:
     raw = params.get(name.lower())
     if raw is None or raw == "":
         return default
-    if isinstance(raw, bool):
+    # JSON bodies (a SearchRequest) may hold 2.5, true or 1e400 (infinity); only whole numbers are counts.
+    if isinstance(raw, bool) or (isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer())):
         raise ScimError(f"{name} must be an integer, got {raw!r}", scim_type="invalidValue")
     try:
         return int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ScimError(f"{name} must be an integer, got {raw!r}", scim_type="invalidValue") from None
 
 

@@ -45,13 +45,20 @@ def scim_client_rotate(*, client_id: int) -> tuple[ScimClient, str]:
     token = client.issue_token()
     client.revoked = False
     client.save(update_fields=["token_lookup", "token_hash", "revoked"])
+    # A new credential ends every old one: issued access tokens and the OAuth secret too, so
+    # "revoke, then rotate" after a leak brings nothing stolen back.
+    AccessToken.objects.filter(client=client).delete()
+    OAuthCredential.objects.filter(scim_client=client).delete()
     recent_clients.clear()
     return client, token
 
 
+@transaction.atomic
 def scim_client_revoke(*, client_ids: Iterable[int]) -> int:
-    """Revoke tokens; returns how many clients were revoked."""
-    count = ScimClient.objects.filter(pk__in=list(client_ids), revoked=False).update(revoked=True)
+    """Revoke clients: their token and every OAuth access token they hold; returns how many."""
+    ids = list(client_ids)
+    count = ScimClient.objects.filter(pk__in=ids, revoked=False).update(revoked=True)
+    AccessToken.objects.filter(client_id__in=ids).delete()
     recent_clients.clear()
     return count
 
@@ -84,6 +91,9 @@ def oauth_credential_issue(*, client_id: int, lifetime_minutes: int = 60) -> tup
     secret = credential.issue_secret()
     credential.full_clean(exclude=["scim_client"])
     credential.save()
+    # Tokens issued with the old secret end with it.
+    AccessToken.objects.filter(client=client).delete()
+    recent_clients.clear()
     return credential, secret
 
 

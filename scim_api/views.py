@@ -661,6 +661,14 @@ def _resolves(resource_type: ResourceType, name: str) -> bool:
     return True
 
 
+def _root_order(params: dict[str, Any], resource_type: ResourceType) -> list[Any]:
+    """The sort for one type of a root search: sortBy where the type has it, else the default order."""
+    sort_by = params.get("sortby")
+    if sort_by and not _resolves(resource_type, sort_by):
+        sort_by = None
+    return order_by(sort_by, params.get("sortorder"), resource_type)
+
+
 class SearchView(ScimAPIView):
     """POST /.search at the root: one query across Users and Groups (RFC 7644 §3.4.3).
 
@@ -695,6 +703,13 @@ class SearchView(ScimAPIView):
         if not querysets:
             raise errors[0]
         _check_names_known(params)
+        if params.get("sortby") and not any(
+            _resolves(view.resource_type, params["sortby"]) for view, _ in querysets
+        ):
+            raise ScimError(
+                f"sortBy {params['sortby']!r} is not an attribute of any resource type.",
+                scim_type="invalidValue",
+            )
         page = Page.from_params(params)
         totals = [queryset.count() for _, queryset in querysets]
         resources: list[dict[str, Any]] = []
@@ -706,7 +721,7 @@ class SearchView(ScimAPIView):
                 offset -= total
                 continue
             projection = view.projection(params, lenient=True)
-            ordering = order_by(params.get("sortby"), params.get("sortorder"), view.resource_type)
+            ordering = _root_order(params, view.resource_type)
             rows = view.page_rows(queryset, ordering, Page(start_index=offset + 1, count=wanted))
             resources += [projection.apply(resource) for resource in view.render(rows, projection)]
             wanted -= len(rows)

@@ -63,3 +63,38 @@ def test_dialect_rewrite_counts_show_on_the_client_page(admin_client_logged_in):
     ).content.decode()
     assert "op-case" in page
     assert "string-boolean" in page
+
+
+def test_ticking_revoked_in_the_admin_ends_oauth_access_tokens(admin_client_logged_in):
+    from scim_api.models import AccessToken
+    from scim_api.services import access_token_issue, oauth_credential_issue
+
+    okta, _ = scim_client_create(name="Okta")
+    credential, secret = oauth_credential_issue(client_id=okta.pk)
+    access_token_issue(public_id=credential.public_id, secret=secret, scope=None)
+    form = {
+        "name": "Okta",
+        "description": "",
+        "scope": "write",
+        "user": "",
+        "requests_per_minute": "",
+        "revoked": "on",
+        "expires_in_days": "",
+        "oauth-TOTAL_FORMS": "1",
+        "oauth-INITIAL_FORMS": "1",
+        "oauth-MIN_NUM_FORMS": "0",
+        "oauth-MAX_NUM_FORMS": "1",
+        "oauth-0-id": str(credential.pk),
+        "oauth-0-scim_client": str(okta.pk),
+        "oauth-0-token_lifetime_minutes": "60",
+        "dialect_rewrites-TOTAL_FORMS": "0",
+        "dialect_rewrites-INITIAL_FORMS": "0",
+        "dialect_rewrites-MIN_NUM_FORMS": "0",
+        "dialect_rewrites-MAX_NUM_FORMS": "1000",
+    }
+
+    response = admin_client_logged_in.post(reverse("admin:scim_api_scimclient_change", args=[okta.pk]), form)
+
+    assert response.status_code == HTTPStatus.FOUND, response.content.decode()[:2000]
+    assert ScimClient.objects.get(pk=okta.pk).revoked
+    assert not AccessToken.objects.exists()

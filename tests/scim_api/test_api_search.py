@@ -102,3 +102,24 @@ def test_root_search_selection_that_names_no_group_attribute_returns_groups_bare
     reply = scim.post(".search", {"schemas": [SEARCH], "attributes": ["userName"], "count": 100})
     groups = [r for r in reply.body["Resources"] if "userName" not in r]
     assert [set(group) for group in groups] == [{"schemas", "id"}]
+
+
+@pytest.mark.parametrize("value", ["1e400", "2.5", "-1e400"])
+def test_non_integer_numbers_in_a_search_body_are_400(scim, value):
+    for path in ("Users/.search", ".search"):
+        for key in ("count", "startIndex"):
+            raw = f'{{"schemas": ["{SEARCH}"], "{key}": {value}}}'
+            reply = scim.post(path, raw)
+            assert reply.status == HTTPStatus.BAD_REQUEST, (path, key, reply)
+            assert reply.body["scimType"] == "invalidValue"
+
+
+def test_root_search_sorts_each_type_by_what_it_has(scim, directory_data):
+    reply = scim.post(
+        ".search", {"schemas": [SEARCH], "sortBy": "userName", "sortOrder": "descending", "count": 100}
+    )
+    assert reply.status == HTTPStatus.OK, reply
+    users = [r["userName"] for r in reply.body["Resources"] if "userName" in r]
+    assert users == sorted(users, reverse=True)
+    assert reply.body["totalResults"] == 7
+    assert scim.post(".search", {"schemas": [SEARCH], "sortBy": "shoeSize"}).status == HTTPStatus.BAD_REQUEST

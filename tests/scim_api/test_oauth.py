@@ -131,3 +131,42 @@ def test_token_lifetime_must_be_between_60_and_360_minutes():
     for minutes in (59, 361):
         with pytest.raises(ValidationError, match="token_lifetime_minutes"):
             oauth_credential_issue(client_id=client.pk, lifetime_minutes=minutes)
+
+
+def test_revoking_or_rotating_ends_issued_access_tokens(live_server, credentials):
+    from scim_api.models import OAuthCredential, ScimClient
+    from scim_api.services import scim_client_revoke, scim_client_rotate
+
+    _, body, _ = _token(live_server.url, *credentials)
+    client = ScimClient.objects.get(oauth__public_id=credentials[0])
+
+    scim_client_revoke(client_ids=[client.pk])
+    assert _scim(live_server.url, body["access_token"]) == HTTPStatus.UNAUTHORIZED
+    scim_client_rotate(client_id=client.pk)
+    # Rotation un-revokes the client, but nothing issued before comes back.
+    assert _scim(live_server.url, body["access_token"]) == HTTPStatus.UNAUTHORIZED
+    assert not OAuthCredential.objects.filter(scim_client=client).exists()
+    assert _token(live_server.url, *credentials)[0] == HTTPStatus.UNAUTHORIZED
+
+
+def test_a_new_oauth_secret_ends_tokens_issued_with_the_old_one(live_server, credentials):
+    from scim_api.models import ScimClient
+
+    _, body, _ = _token(live_server.url, *credentials)
+    client = ScimClient.objects.get(oauth__public_id=credentials[0])
+    oauth_credential_issue(client_id=client.pk)
+    assert _scim(live_server.url, body["access_token"]) == HTTPStatus.UNAUTHORIZED
+
+
+@pytest.mark.parametrize("header", ["Basic é", "Basic !!!", "Basic ZGVm"])
+def test_malformed_basic_credentials_are_401(live_server, header):
+    form = urllib.parse.urlencode({"grant_type": "client_credentials"}).encode()
+    status, body, _ = _call(
+        f"{live_server.url}/oauth/token",
+        data=form,
+        headers={
+            "Authorization": header.encode("utf-8").decode("latin-1"),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert (status, body["error"]) == (HTTPStatus.UNAUTHORIZED, "invalid_client")
