@@ -15,6 +15,9 @@ DEFAULTS: dict[str, Any] = {
     "GROUP_PATCH_RETURNS_RESOURCE": False,
     # Requests per minute per SCIM client unless its own limit says otherwise; 0 means no limit.
     "RATE_LIMIT_PER_MINUTE": 6000,
+    # /Bulk limits, advertised in /ServiceProviderConfig; larger requests get 413.
+    "BULK_MAX_OPERATIONS": 1000,
+    "BULK_MAX_PAYLOAD_SIZE": 1_048_576,
     # Seconds a cursor (RFC 9865) stays valid after it is issued.
     "CURSOR_TIMEOUT": 3600,
     # How long a process trusts a token it has just checked (seconds); 0 checks every request.

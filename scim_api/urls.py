@@ -51,6 +51,7 @@ urlpatterns = [
     ),
     _route("Groups", views.GroupsViewSet.as_view(collection), "groups"),
     _route("Groups", views.GroupsViewSet.as_view(member), "group", tail=ONE.format("pk")),
+    _route("Bulk", views.BulkView.as_view(), "bulk"),
     _route("ServiceProviderConfig", views.ServiceProviderConfigView.as_view(), "service-provider-config"),
     _route("ResourceTypes", views.ResourceTypesView.as_view(), "resource-types"),
     _route("ResourceTypes", views.ResourceTypesView.as_view(), "resource-type", tail=ONE.format("name")),

@@ -23,7 +23,7 @@ from directory import selectors, services
 from directory.actors import Actor
 from directory.exceptions import InvalidValue, ObjectNotFound, VersionMismatch
 from directory.models import Group, User
-from scim_api import cursors, dialects, mapping
+from scim_api import bulk, cursors, dialects, mapping
 from scim_api.authentication import ScimScopePermission, ScimTokenAuthentication
 from scim_api.conf import scim_setting
 from scim_api.exceptions import SCIM_CONTENT_TYPE, ScimError, exception_handler
@@ -736,6 +736,21 @@ class SearchView(ScimAPIView):
         return Response(body, content_type=SCIM_CONTENT_TYPE)
 
 
+class BulkView(ScimAPIView):
+    """POST /Bulk (RFC 7644 §3.7); see scim_api.bulk."""
+
+    def post(self, request: Request) -> Response:
+        limit = scim_setting("BULK_MAX_PAYLOAD_SIZE")
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > limit:
+            raise ScimError(f"A bulk request may be at most {limit} bytes.", status=413)
+        operations, fail_on_errors = bulk.parse(request.data)
+        return bulk.run(request, operations, fail_on_errors)
+
+
 class ServiceProviderConfigView(DiscoveryView):
     def get(self, request: Request) -> Response:
         max_page = scim_setting("MAX_PAGE_SIZE")
@@ -743,7 +758,11 @@ class ServiceProviderConfigView(DiscoveryView):
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
             "documentationUri": f"{self.base_url}/ServiceProviderConfig",
             "patch": {"supported": True},
-            "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+            "bulk": {
+                "supported": True,
+                "maxOperations": scim_setting("BULK_MAX_OPERATIONS"),
+                "maxPayloadSize": scim_setting("BULK_MAX_PAYLOAD_SIZE"),
+            },
             "filter": {"supported": True, "maxResults": max_page},
             "changePassword": {"supported": True},
             "sort": {"supported": True},

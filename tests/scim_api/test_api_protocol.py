@@ -140,7 +140,7 @@ def test_service_provider_config_tells_the_truth(anonymous):
     assert body["sort"]["supported"] is True
     assert body["etag"]["supported"] is True
     assert body["changePassword"]["supported"] is True
-    assert body["bulk"]["supported"] is False
+    assert body["bulk"]["supported"] is True
     assert body["authenticationSchemes"][0]["type"] == "oauthbearertoken"
 
 
