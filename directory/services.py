@@ -8,6 +8,8 @@ nothing, so repeating a request is harmless.
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +21,7 @@ from django.utils import timezone
 from directory import membership_sql
 from directory.actors import Actor
 from directory.exceptions import (
+    DirectoryError,
     InvalidValue,
     MembershipCycle,
     ObjectNotFound,
@@ -301,19 +304,29 @@ def user_create(
     **attributes: Any,
 ) -> User:
     """Create a user with its multi-valued attributes; record `created`."""
+    user, clean_values, changes = _prepare_user(user_name, password, values, attributes)
+    _check_user_name(user.user_name)
+    _check_manager(user.manager_id, user_id=None)
+    _save_unique(user, field="user_name", label="userName")
+    _write_values(user, clean_values, replace=False)
+    ChangeEvent.objects.create(**_event_fields(user, ChangeEvent.Kind.CREATED))
+    _audit(actor, "create", user, changes)
+    return user
+
+
+def _prepare_user(
+    user_name: Any, password: str | None, values: MultiValues | None, attributes: dict[str, Any]
+) -> tuple[User, dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """A validated, unsaved user, its values and its audit changes; checks that need queries are left out."""
     _check_fields(attributes, USER_FIELDS - {"user_name"}, "User")
     attributes = _check_types(User, {"user_name": user_name, **attributes})
     user_name = attributes.pop("user_name")
-    _check_user_name(user_name)
-    _check_manager(attributes.get("manager_id"), user_id=None)
+    if not user_name.strip():
+        raise InvalidValue("userName is required", field="user_name")
     clean_values = normalise_values(values or {})
-
     user = User(user_name=user_name, **attributes)
     if password:
         user.password = make_password(password)
-    _save_unique(user, field="user_name", label="userName")
-    _write_values(user, clean_values, replace=False)
-
     blank = User()
     changes = {
         field: [None, _jsonable(getattr(user, field))]
@@ -323,9 +336,105 @@ def user_create(
     changes.update({kind: [None, items] for kind, items in clean_values.items() if items})
     if password:
         changes["password"] = [None, REDACTED]
-    ChangeEvent.objects.create(**_event_fields(user, ChangeEvent.Kind.CREATED))
-    _audit(actor, "create", user, changes)
-    return user
+    return user, clean_values, changes
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """One user for users_create_many: the arguments user_create takes."""
+
+    user_name: str
+    password: str | None = None
+    values: MultiValues | None = None
+    attributes: Mapping[str, Any] = dataclass_field(default_factory=dict)
+
+
+@transaction.atomic
+def users_create_many(*, actor: Actor, users: Sequence[NewUser]) -> list[User | DirectoryError]:
+    """Create many users with a handful of set-based statements (bulk ingest).
+
+    Returns, per item in order, the created user or the error that kept it out;
+    the valid items are all inserted. A lost race on the unique userName index
+    raises UniquenessConflict for the whole call (its transaction rolls back), so
+    a caller can fall back to user_create one by one.
+    """
+    results: list[User | DirectoryError] = []
+    prepared: dict[int, tuple[User, dict[str, list[dict[str, Any]]], dict[str, Any]]] = {}
+    for item in users:
+        try:
+            entry = _prepare_user(item.user_name, item.password, item.values, dict(item.attributes))
+        except DirectoryError as exc:
+            results.append(exc)
+            continue
+        prepared[id(entry[0])] = entry
+        results.append(entry[0])
+    taken = _taken_user_names([user.user_name for user, _, _ in prepared.values()])
+    managers = {user.manager_id for user, _, _ in prepared.values() if user.manager_id is not None}
+    known_managers = (
+        set(User.objects.filter(pk__in=managers).values_list("pk", flat=True)) if managers else set()
+    )
+    accepted = []
+    for index, result in enumerate(results):
+        if not isinstance(result, User):
+            continue
+        name = result.user_name.lower()
+        if name in taken:
+            results[index] = UniquenessConflict(
+                f"userName {result.user_name!r} is already taken", field="user_name"
+            )
+            continue
+        if result.manager_id is not None and result.manager_id not in known_managers:
+            results[index] = InvalidValue(f"Manager {result.manager_id} does not exist", field="manager_id")
+            continue
+        taken.add(name)
+        accepted.append(prepared[id(result)])
+    try:
+        with transaction.atomic():
+            User.objects.bulk_create([user for user, _, _ in accepted], batch_size=1000)
+    except IntegrityError:
+        raise UniquenessConflict("A userName in the batch was taken meanwhile", field="user_name") from None
+    UserValue.objects.bulk_create(
+        [
+            UserValue(user=user, kind=kind, position=position, **entry)
+            for user, values, _ in accepted
+            for kind, items in values.items()
+            for position, entry in enumerate(items)
+        ],
+        batch_size=1000,
+    )
+    ChangeEvent.objects.bulk_create(
+        [ChangeEvent(**_event_fields(user, ChangeEvent.Kind.CREATED)) for user, _, _ in accepted],
+        batch_size=1000,
+    )
+    AuditEntry.objects.bulk_create(
+        [
+            AuditEntry(
+                actor_type=actor.type,
+                actor_id=actor.id,
+                actor_name=actor.name,
+                action="create",
+                object_type=ChangeEvent.ObjectType.USER,
+                object_id=user.pk,
+                object_repr=str(user)[:255],
+                changes=changes,
+            )
+            for user, _, changes in accepted
+        ],
+        batch_size=1000,
+    )
+    return results
+
+
+def _taken_user_names(names: list[str]) -> set[str]:
+    lowered = list({name.lower() for name in names})
+    taken: set[str] = set()
+    for start in range(0, len(lowered), 1000):
+        chunk = lowered[start : start + 1000]
+        taken.update(
+            name.lower()
+            for name in User.objects.filter(user_name__lower__in=chunk).values_list("user_name", flat=True)
+        )
+    return taken
 
 
 @transaction.atomic

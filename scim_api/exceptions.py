@@ -57,6 +57,11 @@ def error_response(status: int, detail: str, scim_type: str | None = None, **hea
     return response
 
 
+def scim_error_for(exc: Exception) -> ScimError | None:
+    """The SCIM error an exception stands for, or None for an unexpected one."""
+    return _from_exception(exc)
+
+
 def _from_exception(exc: Exception) -> ScimError | None:
     # Imported here: these modules import the registry, which must not load during app setup.
     from scim_api.filter_parser import FilterSyntaxError

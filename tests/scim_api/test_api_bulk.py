@@ -144,3 +144,36 @@ def test_service_provider_config_advertises_bulk(anonymous):
 def test_bulk_inside_bulk_is_refused(scim):
     reply = scim.post("Bulk", _bulk({"method": "POST", "path": "/Bulk", "bulkId": "b", "data": _bulk()}))
     assert reply.body["Operations"][0]["status"] == "400"
+
+
+def test_a_run_of_user_creates_is_batched_with_per_operation_outcomes(scim, django_assert_max_num_queries):
+    from directory.models import AuditEntry, ChangeEvent
+
+    scim.post("Users", {"schemas": [USER], "userName": "taken@example.com"})
+    operations = [_post_user(f"n{n}", f"new{n}@example.com") for n in range(50)]
+    operations[10] = _post_user("dup", "TAKEN@example.com")
+    operations[20] = {
+        "method": "POST",
+        "path": "/Users",
+        "bulkId": "bad",
+        "data": {"schemas": [USER], "active": "maybe"},
+    }
+    operations[30] = _post_user("twin", "new31@example.com")
+    operations[30]["data"]["emails"] = [{"value": "twin@example.com", "primary": True}]
+
+    with django_assert_max_num_queries(20):
+        reply = scim.post("Bulk", _bulk(*operations))
+
+    statuses = {r["bulkId"]: r["status"] for r in reply.body["Operations"]}
+    assert statuses["dup"] == "409"
+    assert statuses["bad"] == "400"
+    # new31 appears twice in the batch: the first to claim it wins, the second gets 409.
+    assert (statuses["twin"], statuses["n31"]) == ("201", "409")
+    created = [r for r in reply.body["Operations"] if r["status"] == "201"]
+    assert len(created) == 47  # 50 operations, 3 refused
+    assert User.objects.filter(user_name__startswith="new").count() == 47
+    assert ChangeEvent.objects.filter(kind="created").count() == 48  # and taken@
+    assert AuditEntry.objects.filter(action="create", actor_type="scim_client").count() == 48
+    twin = User.objects.get(user_name="new31@example.com")
+    assert list(twin.values.values_list("value", flat=True)) == ["twin@example.com"]
+    assert created[0]["location"].endswith(f"/Users/{User.objects.get(user_name='new0@example.com').pk}")
