@@ -731,21 +731,13 @@ def membership_add(
     group_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID] = (),
     group_ids: Sequence[uuid.UUID] = (),
-    member_ids: Sequence[uuid.UUID] = (),
     expected_version: int | None = None,
 ) -> int:
     """Add users and/or groups to a group; members already there are left alone.
 
-    `member_ids` are members whose kind the caller does not know (SCIM clients
-    often omit it): each is a user if a user has that id, else a group. Costs
-    the same handful of statements whatever the group's size: the group's
-    members are never loaded. Returns how many were actually added.
+    Costs the same handful of statements whatever the group's size: the
+    group's members are never loaded. Returns how many were actually added.
     """
-    if member_ids:
-        known = _unique(member_ids)
-        users = set(User.objects.filter(pk__in=known).values_list("pk", flat=True))
-        user_ids = [*user_ids, *(member for member in known if member in users)]
-        group_ids = [*group_ids, *(member for member in known if member not in users)]
     group = _lock_group(group_id)
     _check_version(group, expected_version)
     if group_ids:

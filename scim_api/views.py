@@ -498,7 +498,10 @@ class GroupsViewSet(ScimViewSet):
                 actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed
             )
         if delta.add:
-            _add_members(self.actor, group_id, _member_refs(delta.add))
+            user_ids, group_ids = _split_members(_member_refs(delta.add))
+            services.membership_add(
+                actor=self.actor, group_id=group_id, user_ids=user_ids, group_ids=group_ids
+            )
         return normalized
 
     def destroy(self, request: Request, pk: str) -> Response:
@@ -546,21 +549,6 @@ def _uuid_member(value: str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise InvalidValue(f"members.value must be a resource id, got {value!r}", field="members") from None
-
-
-def _add_members(actor: Actor, group_id: uuid.UUID, members: list[tuple[uuid.UUID, str | None]]) -> None:
-    """Add members; the service sorts out those whose type the client did not say (Okta, Entra)."""
-    by_kind: dict[str | None, list[uuid.UUID]] = {"user": [], "group": [], None: []}
-    for member, kind in members:
-        declared = kind.lower() if kind else None
-        by_kind[declared if declared in ("user", "group") else None].append(member)
-    services.membership_add(
-        actor=actor,
-        group_id=group_id,
-        user_ids=by_kind["user"],
-        group_ids=by_kind["group"],
-        member_ids=by_kind[None],
-    )
 
 
 def _split_members(members: list[tuple[uuid.UUID, str | None]]) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
