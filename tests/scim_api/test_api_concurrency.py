@@ -1,6 +1,7 @@
 """Concurrent SCIM writes on real PostgreSQL: no update is lost."""
 
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 
 import pytest
@@ -16,24 +17,31 @@ from tests.scim_api.conftest import Reply, Scim, patch_op
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-def _race(token: str, requests: list[tuple[str, dict]]) -> list[Reply]:  # type: ignore[type-arg]
-    """Send the PATCHes at the same moment, each from its own thread and database connection."""
-    barrier = threading.Barrier(len(requests))
-    replies: list[Reply | None] = [None] * len(requests)
+def _race(token: str, calls: list[Callable[[Scim], Reply]]) -> list[Reply]:
+    """Make the calls at the same moment, each from its own thread and database connection."""
+    barrier = threading.Barrier(len(calls))
+    replies: list[Reply | None] = [None] * len(calls)
 
-    def send(index: int, path: str, body: dict) -> None:  # type: ignore[type-arg]
+    def send(index: int, call: Callable[[Scim], Reply]) -> None:
         try:
             barrier.wait(5)
-            replies[index] = Scim(Client(), token).patch(path, body)
+            replies[index] = call(Scim(Client(), token))
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=send, args=(i, *request)) for i, request in enumerate(requests)]
+    threads = [threading.Thread(target=send, args=(i, call)) for i, call in enumerate(calls)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     return [reply for reply in replies if reply is not None]
+
+
+def _patches(requests: list[tuple[str, dict]], **headers: str) -> list[Callable[[Scim], Reply]]:  # type: ignore[type-arg]
+    extra = {name.replace("_", "-"): value for name, value in headers.items()}
+    return [
+        lambda scim, path=path, body=body: scim.patch(path, body, headers=extra) for path, body in requests
+    ]
 
 
 def test_concurrent_patches_of_one_user_both_land():
@@ -47,7 +55,7 @@ def test_concurrent_patches_of_one_user_both_land():
         for n in range(4)
     ]
 
-    replies = _race(token, requests)
+    replies = _race(token, _patches(requests))
 
     assert [reply.status for reply in replies] == [HTTPStatus.OK] * 4
     stored = set(UserValue.objects.filter(user=user, kind="emails").values_list("value", flat=True))
@@ -63,7 +71,7 @@ def test_concurrent_member_adds_to_one_group_all_land():
         for user in users
     ]
 
-    replies = _race(token, requests)
+    replies = _race(token, _patches(requests))
 
     assert [reply.status for reply in replies] == [HTTPStatus.NO_CONTENT] * 4
     assert set(Membership.objects.filter(group=group).values_list("member_user_id", flat=True)) == {
@@ -75,38 +83,24 @@ def test_racing_put_and_patch_that_both_nest_groups_neither_deadlock_nor_fail():
     _, token = scim_client_create(name="racer")
     system = Actor.system()
     g1, g2, g3 = (services.group_create(actor=system, display_name=f"G{n}") for n in (1, 2, 3))
-    barrier = threading.Barrier(2)
-    replies: dict[str, Reply] = {}
-
-    def put() -> None:
-        try:
-            barrier.wait(5)
-            replies["put"] = Scim(Client(), token).put(
+    put, patch = _race(
+        token,
+        [
+            lambda scim: scim.put(
                 f"Groups/{g1.pk}",
                 {
                     "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
                     "displayName": "G1-renamed",
                     "members": [{"value": str(g2.pk), "type": "Group"}],
                 },
-            )
-        finally:
-            connection.close()
-
-    def patch() -> None:
-        try:
-            barrier.wait(5)
-            replies["patch"] = Scim(Client(), token).patch(
+            ),
+            lambda scim: scim.patch(
                 f"Groups/{g1.pk}",
                 patch_op({"op": "add", "path": "members", "value": [{"value": str(g3.pk), "type": "Group"}]}),
-            )
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=put), threading.Thread(target=patch)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+            ),
+        ],
+    )
+    replies = {"put": put, "patch": patch}
 
     assert replies["put"].status == HTTPStatus.OK, replies
     assert replies["patch"].status == HTTPStatus.NO_CONTENT, replies
@@ -123,21 +117,7 @@ def test_if_match_on_a_member_only_patch_is_checked_under_the_lock():
         for user in users
     ]
 
-    barrier = threading.Barrier(2)
-    replies: list[Reply] = []
-
-    def send(path: str, body: dict) -> None:  # type: ignore[type-arg]
-        try:
-            barrier.wait(5)
-            replies.append(Scim(Client(), token).patch(path, body, headers={"If-Match": 'W/"1"'}))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send, args=request) for request in requests]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    replies = _race(token, _patches(requests, If_Match='W/"1"'))
 
     # Both named version 1: exactly one lands, the other is told the group moved on.
     assert sorted(reply.status for reply in replies) == [
