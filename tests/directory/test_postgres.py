@@ -51,6 +51,31 @@ def _wait_until_blocked(timeout: float = 5.0) -> None:
     raise AssertionError("the second transaction never blocked")
 
 
+def _second_waits_for_first(
+    first: Callable[[], Any], second: Callable[[], Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run `first` in a transaction held open until `second` (on another connection) blocks on it.
+
+    Returns both outcomes ({"result": ...} or {"error": ...}), once both have finished.
+    """
+    release = threading.Event()
+
+    def held() -> Any:
+        with transaction.atomic():
+            result = first()
+            release.wait(10)
+        return result
+
+    thread_one, one = _in_thread(held)
+    time.sleep(0.2)
+    thread_two, two = _in_thread(second)
+    _wait_until_blocked()
+    release.set()
+    thread_one.join(10)
+    thread_two.join(10)
+    return one, two
+
+
 @pytest.mark.django_db
 def test_database_enforces_case_insensitive_unique_user_name(user_factory):
     user_factory(user_name="dup@example.com")
@@ -109,23 +134,9 @@ def test_two_transactions_adding_the_same_member_end_with_one_membership_and_no_
     user_factory, group_factory
 ):
     user, group = user_factory(), group_factory()
-    release = threading.Event()
+    add = lambda: services.membership_add(actor=ACTOR, group_id=group.pk, user_ids=[user.pk])  # noqa: E731
 
-    def first() -> int:
-        with transaction.atomic():
-            added = services.membership_add(actor=ACTOR, group_id=group.pk, user_ids=[user.pk])
-            release.wait(10)
-        return added
-
-    thread_one, one = _in_thread(first)
-    time.sleep(0.2)
-    thread_two, two = _in_thread(
-        lambda: services.membership_add(actor=ACTOR, group_id=group.pk, user_ids=[user.pk])
-    )
-    _wait_until_blocked()
-    release.set()
-    thread_one.join(10)
-    thread_two.join(10)
+    one, two = _second_waits_for_first(add, add)
 
     assert "error" not in one, one
     assert "error" not in two, two
@@ -136,21 +147,10 @@ def test_two_transactions_adding_the_same_member_end_with_one_membership_and_no_
 
 @pytest.mark.django_db(transaction=True)
 def test_racing_creates_of_the_same_user_name_give_one_user_and_a_uniqueness_conflict():
-    release = threading.Event()
-
-    def first() -> User:
-        with transaction.atomic():
-            user = services.user_create(actor=ACTOR, user_name="Race@example.com")
-            release.wait(10)
-        return user
-
-    thread_one, one = _in_thread(first)
-    time.sleep(0.2)
-    thread_two, two = _in_thread(lambda: services.user_create(actor=ACTOR, user_name="race@EXAMPLE.com"))
-    _wait_until_blocked()
-    release.set()
-    thread_one.join(10)
-    thread_two.join(10)
+    one, two = _second_waits_for_first(
+        lambda: services.user_create(actor=ACTOR, user_name="Race@example.com"),
+        lambda: services.user_create(actor=ACTOR, user_name="race@EXAMPLE.com"),
+    )
 
     assert isinstance(one.get("result"), User), one
     assert isinstance(two.get("error"), UniquenessConflict), two
@@ -161,23 +161,11 @@ def test_racing_creates_of_the_same_user_name_give_one_user_and_a_uniqueness_con
 @pytest.mark.django_db(transaction=True)
 def test_racing_nestings_cannot_form_a_cycle(group_factory):
     a, b = group_factory(), group_factory()
-    release = threading.Event()
 
-    def first() -> int:
-        with transaction.atomic():
-            added = services.membership_add(actor=ACTOR, group_id=a.pk, group_ids=[b.pk])
-            release.wait(10)
-        return added
-
-    thread_one, one = _in_thread(first)
-    time.sleep(0.2)
-    thread_two, two = _in_thread(
-        lambda: services.membership_add(actor=ACTOR, group_id=b.pk, group_ids=[a.pk])
+    one, two = _second_waits_for_first(
+        lambda: services.membership_add(actor=ACTOR, group_id=a.pk, group_ids=[b.pk]),
+        lambda: services.membership_add(actor=ACTOR, group_id=b.pk, group_ids=[a.pk]),
     )
-    _wait_until_blocked()
-    release.set()
-    thread_one.join(10)
-    thread_two.join(10)
 
     assert one.get("result") == 1, one
     assert isinstance(two.get("error"), MembershipCycle), two
