@@ -679,8 +679,6 @@ class SearchView(ScimAPIView):
         views = [
             view_class(request=request, format_kwarg=None) for view_class in (UsersViewSet, GroupsViewSet)
         ]
-        for view in views:
-            view.request = request
         querysets = []
         errors = []
         for view in views:
