@@ -19,6 +19,7 @@ def ensure_filesystem_broker_dirs() -> None:
 
     if settings.CELERY_BROKER_URL == "filesystem://":
         Path(settings.CELERY_FILESYSTEM_BROKER_DIR).mkdir(parents=True, exist_ok=True)
+        Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["control_folder"]).mkdir(parents=True, exist_ok=True)
 
 
 @worker_init.connect

@@ -117,7 +117,12 @@ def test_make_run_serves_the_admin_with_the_printed_login_and_stops_on_ctrl_c(de
 
     # The embedded broker carries a task from this process to the stack's worker.
     broker_dir = str(var_dir / "celery" / "broker")
-    options = {"data_folder_in": broker_dir, "data_folder_out": broker_dir, "store_processed": False}
+    options = {
+        "data_folder_in": broker_dir,
+        "data_folder_out": broker_dir,
+        "control_folder": str(var_dir / "celery" / "control"),
+        "store_processed": False,
+    }
     with Connection("filesystem://", transport_options=options) as broker:
         sent = app.send_task("directory.tasks.purge_processed_change_events", connection=broker)
     output.wait_for(rf"Task directory\.tasks\.purge_processed_change_events\[{sent.id}\] succeeded")
