@@ -2,7 +2,6 @@
 
 import logging
 from collections.abc import Sequence
-from functools import partial
 
 from celery import current_app
 from django.db import transaction
@@ -28,5 +27,11 @@ def send(delivery_ids: Sequence[int], *, countdown: float | None = None) -> None
 
 def send_on_commit(delivery_ids: Sequence[int], *, countdown: float | None = None) -> None:
     """Send once the current transaction commits: a worker must never look for a row not yet visible."""
-    if delivery_ids:
-        transaction.on_commit(partial(send, list(delivery_ids), countdown=countdown), robust=True)
+    if not delivery_ids:
+        return
+    ids = list(delivery_ids)
+
+    def send_committed() -> None:
+        send(ids, countdown=countdown)
+
+    transaction.on_commit(send_committed, robust=True)

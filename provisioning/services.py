@@ -18,6 +18,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -60,10 +61,13 @@ from provisioning.models import (
     DeliveryAttempt,
     ObjectType,
     Target,
+    TargetAssignment,
     TargetLink,
+    TargetScope,
     VendorProfile,
 )
-from provisioning.scope import scope_contains, scope_filter
+from provisioning.relay import deliveries_for_objects
+from provisioning.scope import ScopeChange, scope_contains, scope_filter, scope_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -821,8 +825,6 @@ def object_provision_now(
     Takes the object's active delivery if it has one (so no worker pushes it at
     the same time); a dry run writes nothing and sends no write request.
     """
-    from provisioning.relay import deliveries_for_objects
-
     if dry_run:
         started = time.monotonic()
         push = object_push(target=target, object_type=object_type, object_id=object_id, dry_run=True)
@@ -876,3 +878,116 @@ def provisioning_log_purge(*, older_than_days: int) -> int:
     cutoff = timezone.now() - timedelta(days=older_than_days)
     deleted, _ = DeliveryAttempt.objects.filter(created__lt=cutoff).delete()
     return deleted
+
+
+# --- targets: scope edits and full sync ------------------------------------------------------
+
+
+@dataclass
+class SyncPlan:
+    """What a full sync queued (or, dry, would queue): objects per type, and how many have no link yet."""
+
+    users: int = 0
+    groups: int = 0
+    unlinked: int = 0
+    queued: int = 0
+
+
+def _scope_pages(target: Target, page_size: int) -> Iterator[list[tuple[str, uuid.UUID]]]:
+    """Every in-scope object, one page at a time by primary key: memory stays bounded by the page."""
+    if target.scope == Target.Scope.ALL:
+        for object_type, model in ((ObjectType.USER.value, User), (ObjectType.GROUP.value, Group)):
+            last: uuid.UUID | None = None
+            while True:
+                rows = model.objects.order_by("pk")
+                if last is not None:
+                    rows = rows.filter(pk__gt=last)
+                ids = list(rows.values_list("pk", flat=True)[:page_size])
+                if not ids:
+                    break
+                yield [(object_type, pk) for pk in ids]
+                last = ids[-1]
+        return
+    last_row = 0
+    while True:
+        rows = list(
+            TargetScope.objects.filter(target=target, pk__gt=last_row)
+            .order_by("pk")
+            .values_list("pk", "object_type", "object_id")[:page_size]
+        )
+        if not rows:
+            return
+        yield [(object_type, object_id) for _, object_type, object_id in rows]
+        last_row = rows[-1][0]
+
+
+def target_full_sync(
+    *, target: Target, dry_run: bool = False, progress: Callable[[SyncPlan], None] | None = None
+) -> SyncPlan:
+    """Queue a delivery for every object in the target's scope, in the backfill lane, a page at a time.
+
+    Resumable by construction: each page commits on its own, and queuing an
+    object that already has an active delivery folds into it.
+    """
+    plan = SyncPlan()
+    page_size = provisioning_setting("FULL_SYNC_PAGE_SIZE")
+    if target.scope == Target.Scope.ASSIGNED and not dry_run:
+        with transaction.atomic():
+            scope_refresh(target=target)
+    for page in _scope_pages(target, page_size):
+        plan.users += sum(1 for kind, _ in page if kind == ObjectType.USER)
+        plan.groups += sum(1 for kind, _ in page if kind == ObjectType.GROUP)
+        linked = set(
+            TargetLink.objects.filter(target=target, object_id__in=[pk for _, pk in page]).values_list(
+                "object_type", "object_id"
+            )
+        )
+        plan.unlinked += sum(1 for key in page if key not in linked)
+        if not dry_run:
+            with transaction.atomic():
+                ids = deliveries_for_objects(target=target, keys=page, priority=Delivery.Priority.BACKFILL)
+                plan.queued += len(ids)
+                queue.send_on_commit(ids)
+        if progress is not None:
+            progress(plan)
+    return plan
+
+
+@transaction.atomic
+def target_scope_update(*, target: Target) -> ScopeChange:
+    """After assignments change: refresh the stored scope and queue enter/leave deliveries at once."""
+    change = scope_refresh(target=target)
+    ids = deliveries_for_objects(target=target, keys=change.entered, priority=Delivery.Priority.CHANGE)
+    ids += deliveries_for_objects(target=target, keys=change.left, priority=Delivery.Priority.LEAVER)
+    queue.send_on_commit(ids)
+    return change
+
+
+@transaction.atomic
+def target_create(
+    *,
+    name: str,
+    base_url: str,
+    credentials: dict[str, Any],
+    auth_type: str = Target.AuthType.BEARER,
+    profile: VendorProfile | None = None,
+    scope: str = Target.Scope.ASSIGNED,
+    group_ids: Sequence[uuid.UUID] = (),
+    **fields: Any,
+) -> Target:
+    """Create an enabled target with the default mapping, assign groups, and queue its initial sync."""
+    target = Target(
+        name=name,
+        base_url=base_url,
+        auth_type=auth_type,
+        profile=profile or VendorProfile.objects.get(name="RFC 7644 (strict)"),
+        scope=scope,
+        **fields,
+    )
+    target.set_credentials(credentials)
+    target.full_clean()
+    target.save()
+    for group_id in group_ids:
+        TargetAssignment.objects.create(target=target, group_id=group_id)
+    transaction.on_commit(lambda: target_full_sync(target=target), robust=True)
+    return target
