@@ -1,6 +1,24 @@
+import importlib
+
 import pytest
 
 from provisioning.models import Target, VendorProfile
+
+SHIPPED = importlib.import_module("provisioning.migrations.0002_shipped_vendor_profiles").PROFILES
+
+
+@pytest.fixture(autouse=True)
+def shipped_profiles(request):  # type: ignore[no-untyped-def]
+    """The data migration's profiles, back after a transactional test elsewhere flushed the tables."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or bool(
+        marker and marker.kwargs.get("transaction")
+    )
+    if not transactional and marker is None and "db" not in request.fixturenames:
+        return
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    for profile in SHIPPED:
+        VendorProfile.objects.get_or_create(name=profile["name"], defaults=profile)
 
 
 @pytest.fixture
