@@ -375,3 +375,39 @@ def test_sweeper_resends_expired_leases_and_lost_tasks(actor, target_factory, se
     assert deliveries_sweep() == 2
     assert sorted(sent) == sorted([expired.pk, lost.pk])
     assert target.pk != other.pk
+
+
+def test_a_409_on_create_is_resolved_by_looking_the_object_up_and_linking_it(
+    actor, target_factory, downstream, sent
+):
+    target_factory()
+    ada = directory.user_create(actor=actor, user_name="ada@example.com")
+    conn = downstream.connection()
+    raced: dict[str, str] = {}
+
+    def created_meanwhile(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and not raced:
+            # Another system creates the same user between our lookup and our POST.
+            raced["id"] = downstream.create("Users", {"schemas": [CORE_USER], "userName": "ada@example.com"})[
+                "id"
+            ]
+        return conn.transport.handle_request(request)
+
+    racing = ScimConnection(
+        base_url="http://downstream.test/v2", auth=conn.auth, transport=httpx.MockTransport(created_meanwhile)
+    )
+    relay.relay_change_events()
+    entry = delivery_send(delivery_id=Delivery.objects.get(object_id=ada.pk).pk, connection=racing)
+
+    assert [(r["method"], r["status"]) for r in entry.requests] == [
+        ("GET", 200),
+        ("GET", 200),
+        ("POST", 409),
+        ("GET", 200),
+        ("GET", 200),
+        ("PATCH", 204),
+    ]
+    assert (entry.action, entry.outcome, entry.matched_attribute) == ("adopt", "success", "userName")
+    assert TargetLink.objects.get(object_id=ada.pk).remote_id == raced["id"]
+    assert downstream.get("Users")["totalResults"] == 1
+    assert remote_user(downstream, ada)["externalId"] == str(ada.pk)
