@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_secret, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var")
@@ -135,6 +135,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+# Tests give each real worker a queue of its own; deployments keep Celery's default.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE") or "celery"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celery" / "beat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "purge-processed-change-events": {
@@ -143,6 +145,22 @@ CELERY_BEAT_SCHEDULE = {
     },
     "purge-expired-access-tokens": {
         "task": "scim_api.tasks.purge_expired_access_tokens",
+        "schedule": 3600.0,
+    },
+    # The outbox relay: a change reaches a worker within about this many seconds of its commit.
+    "relay-change-events": {
+        "task": "provisioning.tasks.relay_change_events",
+        "schedule": env_float("PROVISIONING_RELAY_INTERVAL", 1.0, minimum=0.1),
+        "options": {"expires": 10},
+    },
+    # Resends deliveries whose task was lost (broker restart, killed worker) or whose retry is due.
+    "sweep-deliveries": {
+        "task": "provisioning.tasks.sweep_deliveries",
+        "schedule": 5.0,
+        "options": {"expires": 30},
+    },
+    "purge-provisioning-log": {
+        "task": "provisioning.tasks.purge_provisioning_log",
         "schedule": 3600.0,
     },
 }
@@ -218,10 +236,23 @@ DIRECTORY = {
     "CHANGE_EVENT_RETENTION_DAYS": env_int("CHANGE_EVENT_RETENTION_DAYS", 30, minimum=1),
 }
 
+# Read through provisioning.conf.provisioning_setting; see its DEFAULTS for every key.
+PROVISIONING = {
+    # Fernet keys for target credentials (comma-separated to rotate: the first encrypts). Default: SECRET_KEY.
+    "SECRET_KEYS": [
+        key.strip() for key in (env_secret("PROVISIONING_SECRET_KEY") or "").split(",") if key.strip()
+    ],
+    "LEASE_SECONDS": env_int("PROVISIONING_LEASE_SECONDS", 300, minimum=10),
+    "MAX_FAILURES": env_int("PROVISIONING_MAX_FAILURES", 10, minimum=1),
+    "LOG_RETENTION_DAYS": env_int("PROVISIONING_LOG_RETENTION_DAYS", 30, minimum=1),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
+    # httpx logs every request URL at INFO; the provisioning log keeps what matters, redacted.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }

@@ -1,0 +1,413 @@
+"""Outbound provisioning in the operator admin: targets (credentials write-only), profiles, links,
+deliveries and the provisioning log, with provision-on-demand per target."""
+
+import json
+import uuid
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from directory.models import Group, User
+from provisioning import queue
+from provisioning.models import (
+    Delivery,
+    DeliveryAttempt,
+    ObjectType,
+    Target,
+    TargetAssignment,
+    TargetLink,
+    VendorProfile,
+)
+from provisioning.relay import deliveries_for_objects
+from provisioning.services import DeliveryBusy, object_provision_now, target_full_sync, target_scope_update
+
+# Credential fields per authentication type; each is write-only in the form.
+CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
+    Target.AuthType.BEARER: ("token",),
+    Target.AuthType.BASIC: ("username", "password"),
+    Target.AuthType.OAUTH_CLIENT_CREDENTIALS: ("token_url", "client_id", "client_secret", "scope"),
+}
+SECRET_FIELDS = frozenset({"token", "password", "client_secret"})
+
+
+@admin.register(VendorProfile)
+class VendorProfileAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "patch_style",
+        "groups_return_members",
+        "max_patch_operations",
+        "user_update_method",
+        "group_update_method",
+        "soft_delete",
+    ]
+    search_fields = ["name", "description"]
+    ordering = ["name"]
+
+
+class TargetForm(forms.ModelForm):
+    """Credentials are written, never shown: a blank field keeps what is stored."""
+
+    token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False), strip=True)
+    username = forms.CharField(required=False)
+    password = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    base_url = forms.URLField(max_length=500, assume_scheme="https", label="Base URL")
+    token_url = forms.URLField(required=False, label="OAuth token URL", assume_scheme="https")
+    client_id = forms.CharField(required=False, label="OAuth client id")
+    client_secret = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False), label="OAuth client secret"
+    )
+    scope_value = forms.CharField(required=False, label="OAuth scope")
+
+    class Meta:
+        model = Target
+        fields = [
+            "name",
+            "base_url",
+            "profile",
+            "enabled",
+            "paused",
+            "auth_type",
+            "connect_timeout",
+            "read_timeout",
+            "rate_limit_rps",
+            "rate_limit_burst",
+            "max_concurrency",
+            "user_matching",
+            "group_matching",
+            "scope",
+            "deletion_policy",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        auth_type = data.get("auth_type")
+        if auth_type is None:
+            return data
+        stored = (
+            self.instance.get_credentials()
+            if self.instance.pk and self.instance.auth_type == auth_type
+            else {}
+        )
+        credentials: dict[str, Any] = {}
+        for name in CREDENTIAL_FIELDS[auth_type]:
+            value = data.get("scope_value" if name == "scope" else name) or stored.get(name, "")
+            if not value and name != "scope":
+                self.add_error(None, f"{name.replace('_', ' ')} is required for {auth_type} authentication")
+            credentials[name] = value
+        self.credentials = credentials
+        return data
+
+    def save(self, commit: bool = True) -> Target:
+        target: Target = super().save(commit=False)
+        if getattr(self, "credentials", None) is not None and target.get_credentials() != self.credentials:
+            target.set_credentials(self.credentials)
+        if commit:
+            target.save()
+        return target
+
+
+class TargetAssignmentInline(admin.TabularInline):
+    model = TargetAssignment
+    fields = ["group", "user", "created"]
+    readonly_fields = ["created"]
+    raw_id_fields = ["group", "user"]
+    extra = 0
+    verbose_name_plural = "assignments (used when the scope is 'assigned')"
+
+
+class ProvisionForm(forms.Form):
+    object = forms.CharField(help_text="A user or group id, a userName or a group displayName.")
+    dry_run = forms.BooleanField(
+        required=False, help_text="Send no write: show the requests that would be sent."
+    )
+
+
+@admin.register(Target)
+class TargetAdmin(admin.ModelAdmin):
+    form = TargetForm
+    inlines = [TargetAssignmentInline]
+    list_display = [
+        "name",
+        "base_url",
+        "scope",
+        "enabled",
+        "paused",
+        "circuit_state",
+        "circuit_next_attempt_at",
+        "queue_depth",
+    ]
+    list_filter = ["enabled", "paused", "circuit_state", "scope"]
+    search_fields = ["name", "base_url"]
+    ordering = ["name"]
+    list_select_related = ["profile"]
+    readonly_fields = [
+        "circuit_state",
+        "circuit_reason",
+        "circuit_next_attempt_at",
+        "created",
+        "provision_link",
+    ]
+    actions = ["full_sync", "pause", "resume", "clear_quarantine"]
+    fieldsets = [
+        (None, {"fields": ["name", "base_url", "profile", "enabled", "paused", "provision_link"]}),
+        (
+            "Authentication (write-only: leave blank to keep the stored value)",
+            {
+                "fields": [
+                    "auth_type",
+                    "token",
+                    "username",
+                    "password",
+                    "token_url",
+                    "client_id",
+                    "client_secret",
+                    "scope_value",
+                ]
+            },
+        ),
+        (
+            "Connection",
+            {
+                "fields": [
+                    "connect_timeout",
+                    "read_timeout",
+                    "rate_limit_rps",
+                    "rate_limit_burst",
+                    "max_concurrency",
+                ]
+            },
+        ),
+        (
+            "Matching, scope and deletion",
+            {"fields": ["user_matching", "group_matching", "scope", "deletion_policy"]},
+        ),
+        ("Health", {"fields": ["circuit_state", "circuit_reason", "circuit_next_attempt_at", "created"]}),
+    ]
+
+    @admin.display(description="queued")
+    def queue_depth(self, obj: Target) -> int:
+        return obj.deliveries.filter(state__in=["queued", "running"]).count()
+
+    @admin.display(description="provision on demand")
+    def provision_link(self, obj: Target) -> str:
+        if not obj.pk:
+            return "-"
+        url = reverse("admin:provisioning_target_provision", args=[obj.pk])
+        return format_html('<a href="{}">Provision one user or group now…</a>', url)
+
+    def save_model(self, request: HttpRequest, obj: Target, form: Any, change: bool) -> None:
+        if change:
+            obj.revision += 1
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        change_set = target_scope_update(target=form.instance)
+        if change_set.entered or change_set.left:
+            self.message_user(
+                request,
+                f"Scope updated: {len(change_set.entered)} entered, {len(change_set.left)} left; "
+                "deliveries queued.",
+            )
+
+    def get_urls(self) -> list[Any]:
+        urls = [
+            path(
+                "<int:target_id>/provision/",
+                self.admin_site.admin_view(self.provision_view),
+                name="provisioning_target_provision",
+            )
+        ]
+        return urls + super().get_urls()
+
+    def provision_view(self, request: HttpRequest, target_id: int) -> HttpResponse:
+        target = get_object_or_404(Target.objects.select_related("profile"), pk=target_id)
+        if not self.has_change_permission(request, target):
+            return HttpResponse(status=403)
+        form = ProvisionForm(request.POST or None)
+        entry = None
+        if request.method == "POST" and form.is_valid():
+            found = _find_object(form.cleaned_data["object"])
+            if found is None:
+                form.add_error("object", "No such user or group")
+            else:
+                try:
+                    entry = object_provision_now(
+                        target=target,
+                        object_type=found[0],
+                        object_id=found[1],
+                        dry_run=form.cleaned_data["dry_run"],
+                    )
+                except DeliveryBusy as exc:
+                    form.add_error(None, str(exc))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": target,
+            "title": f"Provision on demand: {target.name}",
+            "form": form,
+            "entry": entry,
+            "requests_json": json.dumps(entry.requests, indent=2) if entry else "",
+            "modified_json": json.dumps(entry.modified_properties, indent=2, default=str) if entry else "",
+        }
+        return TemplateResponse(request, "admin/provisioning/target/provision.html", context)
+
+    @admin.action(description="Full sync: queue every object in scope")
+    def full_sync(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
+        for target in queryset:
+            plan = target_full_sync(target=target)
+            self.message_user(request, f"{target.name}: queued {plan.users} users and {plan.groups} groups")
+
+    @admin.action(description="Pause (queue changes, send nothing)")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
+        queryset.update(paused=True)
+
+    @admin.action(description="Resume (send what was queued)")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
+        queryset.update(paused=False)
+        _resend(Delivery.objects.filter(target__in=queryset, state=Delivery.State.QUEUED))
+
+    @admin.action(description="Clear quarantine and retry now")
+    def clear_quarantine(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
+        queryset.update(
+            circuit_state=Target.CircuitState.HEALTHY, circuit_reason="", circuit_next_attempt_at=None
+        )
+        _resend(Delivery.objects.filter(target__in=queryset, state=Delivery.State.QUEUED))
+
+
+def _resend(deliveries: QuerySet[Delivery]) -> int:
+    ids = list(deliveries.values_list("pk", flat=True))
+    Delivery.objects.filter(pk__in=ids).update(next_attempt_at=None, enqueued_at=timezone.now())
+    queue.send_on_commit(ids)
+    return len(ids)
+
+
+def _find_object(ref: str) -> tuple[str, uuid.UUID] | None:
+    ref = ref.strip()
+    try:
+        object_id = uuid.UUID(ref)
+    except ValueError:
+        user = User.objects.filter(user_name__iexact=ref).values_list("pk", flat=True).first()
+        if user is not None:
+            return ObjectType.USER, user
+        group = Group.objects.filter(display_name__iexact=ref).values_list("pk", flat=True).first()
+        return (ObjectType.GROUP, group) if group is not None else None
+    if User.objects.filter(pk=object_id).exists():
+        return ObjectType.USER, object_id
+    if Group.objects.filter(pk=object_id).exists():
+        return ObjectType.GROUP, object_id
+    link = TargetLink.objects.filter(object_id=object_id).values_list("object_type", flat=True).first()
+    return (link, object_id) if link else None
+
+
+class UUIDSearchMixin:
+    """Search by an object's id exactly (a UUID), besides the text fields."""
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
+        results, duplicates = super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
+        try:
+            object_id = uuid.UUID(search_term.strip())
+        except ValueError:
+            return results, duplicates
+        return results | queryset.filter(object_id=object_id), duplicates
+
+
+@admin.register(TargetLink)
+class TargetLinkAdmin(UUIDSearchMixin, admin.ModelAdmin):
+    list_display = ["object_type", "object_id", "target", "remote_id", "updated"]
+    list_filter = ["target", "object_type"]
+    search_fields = ["remote_id"]
+    list_select_related = ["target"]
+    readonly_fields = [
+        "target",
+        "object_type",
+        "object_id",
+        "remote_id",
+        "last_hash",
+        "state",
+        "created",
+        "updated",
+    ]
+    ordering = ["-updated"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(UUIDSearchMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "target",
+        "object_type",
+        "object_id",
+        "state",
+        "priority",
+        "attempts",
+        "failures",
+        "next_attempt_at",
+        "updated",
+        "last_error",
+    ]
+    list_filter = ["state", "priority", "target", "object_type"]
+    search_fields = ["last_error"]
+    list_select_related = ["target"]
+    date_hierarchy = "created"
+    ordering = ["-id"]
+    actions = ["retry_now"]
+    readonly_fields = [field.name for field in Delivery._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Retry now")
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        count = _resend(queryset.filter(state=Delivery.State.QUEUED))
+        failed = list(queryset.filter(state=Delivery.State.FAILED))
+        for delivery in failed:
+            # A failed delivery is history; a fresh one for the same object does the retry.
+            queue.send_on_commit(
+                deliveries_for_objects(
+                    target=delivery.target,
+                    keys=[(delivery.object_type, delivery.object_id)],
+                    priority=Delivery.Priority.CHANGE,
+                )
+            )
+        messages.info(request, f"{count} queued deliveries sent again, {len(failed)} failed ones queued anew")
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(UUIDSearchMixin, admin.ModelAdmin):
+    list_display = [
+        "created",
+        "target",
+        "object_type",
+        "object_repr",
+        "action",
+        "outcome",
+        "status",
+        "remote_id",
+        "duration_ms",
+        "attempt",
+    ]
+    list_filter = ["outcome", "action", "target", "object_type", "in_scope"]
+    search_fields = ["object_repr", "remote_id", "error", "path"]
+    list_select_related = ["target"]
+    date_hierarchy = "created"
+    ordering = ["-created", "-id"]
+    readonly_fields = [field.name for field in DeliveryAttempt._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

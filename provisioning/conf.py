@@ -1,0 +1,34 @@
+"""Lazy access to the PROVISIONING settings block, with defaults (read per call, never at import)."""
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Keys for the Fernet encryption of target credentials; empty means SECRET_KEY. Several keys
+    # (comma-separated in PROVISIONING_SECRET_KEY) rotate: the first encrypts, all decrypt.
+    "SECRET_KEYS": [],
+    # Change events the relay claims per transaction.
+    "RELAY_BATCH_SIZE": 500,
+    # Seconds a worker owns a delivery; the sweeper hands an expired lease to another worker.
+    "LEASE_SECONDS": 300,
+    # A queued delivery whose task was sent this many seconds ago without running is sent again.
+    "REENQUEUE_AFTER_SECONDS": 60,
+    # Transient failures in a row before a delivery fails for good.
+    "MAX_FAILURES": 10,
+    # Exponential backoff: BACKOFF_BASE * 2**(failures-1) seconds, at most BACKOFF_MAX, with jitter.
+    "BACKOFF_BASE": 2.0,
+    "BACKOFF_MAX": 3600.0,
+    # How long a group delivery waits for its members' remote ids before pushing without them.
+    "MEMBER_WAIT_ATTEMPTS": 30,
+    # Days of provisioning log kept.
+    "LOG_RETENTION_DAYS": 30,
+    # Objects per page of a full sync.
+    "FULL_SYNC_PAGE_SIZE": 1000,
+}
+
+
+def provisioning_setting(name: str) -> Any:
+    if name not in DEFAULTS:
+        raise KeyError(f"Unknown PROVISIONING setting {name!r}")
+    return getattr(settings, "PROVISIONING", {}).get(name, DEFAULTS[name])

@@ -1,0 +1,419 @@
+"""Outbound provisioning: downstream SCIM targets, what was written to them, and the delivery queue.
+
+Correctness lives here, in the database: one active delivery per (target,
+object) so bursts coalesce and one worker at a time acts on an object, one
+link (remote id) per (target, object), and every attempt logged. Celery only
+carries delivery ids; a lost message is found again by the sweeper.
+"""
+
+import json
+import uuid
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils.timezone import now
+
+from directory.models import Group, User
+from provisioning import crypto
+
+
+class ObjectType(models.TextChoices):
+    USER = "user"
+    GROUP = "group"
+
+
+class VendorProfile(models.Model):
+    """How one kind of downstream SCIM service bends the RFC, as data rather than code.
+
+    The delivery engine reads these fields instead of branching on vendor
+    names, so a new quirk is a new row, not a release.
+    """
+
+    class PatchStyle(models.TextChoices):
+        RFC = "rfc", "RFC 7644 (lower-case ops, member removal by value filter path)"
+        ENTRA = "entra", "Entra-like (capitalised ops, member removal by value list)"
+
+    class UpdateMethod(models.TextChoices):
+        PATCH = "patch", "PATCH the changed attributes"
+        PUT = "put", "PUT the whole resource"
+
+    class SoftDelete(models.TextChoices):
+        ACTIVE_FALSE = "active_false", "set active=false"
+        DELETE = "delete", "DELETE the resource"
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True, default="")
+    patch_style = models.CharField(max_length=16, choices=PatchStyle.choices, default=PatchStyle.RFC)
+    # False for targets whose GET /Groups leaves `members` out (AWS IAM Identity
+    # Center): membership is then only ever diffed against what was last written.
+    groups_return_members = models.BooleanField(default=True)
+    # Member values per PATCH request; larger changes are split into several requests.
+    max_patch_operations = models.PositiveIntegerField(default=100)
+    user_update_method = models.CharField(
+        max_length=8, choices=UpdateMethod.choices, default=UpdateMethod.PATCH
+    )
+    group_update_method = models.CharField(
+        max_length=8, choices=UpdateMethod.choices, default=UpdateMethod.PATCH
+    )
+    # What "delete this object downstream" means on this target.
+    soft_delete = models.CharField(max_length=16, choices=SoftDelete.choices, default=SoftDelete.DELETE)
+    # Attributes the target can filter on (`attr eq "value"`); matching skips the others.
+    filterable_attributes = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name = "vendor profile"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_patch_operations__gte=1), name="provisioning_profile_max_ops_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(patch_style__in=["rfc", "entra"]), name="provisioning_profile_patch_style_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def can_filter(self, attribute: str) -> bool:
+        return not self.filterable_attributes or attribute in self.filterable_attributes
+
+
+def default_user_matching() -> list[str]:
+    return ["externalId", "userName"]
+
+
+def default_group_matching() -> list[str]:
+    return ["externalId", "displayName"]
+
+
+class Target(models.Model):
+    """A downstream SCIM 2.0 service that the directory provisions.
+
+    Credentials are stored encrypted (see provisioning.crypto) and are only
+    decrypted in memory to build an HTTP client; they are never logged.
+    """
+
+    class AuthType(models.TextChoices):
+        BEARER = "bearer", "bearer token"
+        OAUTH_CLIENT_CREDENTIALS = "oauth_client_credentials", "OAuth 2.0 client credentials"
+        BASIC = "basic", "HTTP Basic"
+
+    class Scope(models.TextChoices):
+        ALL = "all", "all users and groups"
+        ASSIGNED = "assigned", "assigned users and groups (members of assigned groups included, nested too)"
+
+    class DeletionPolicy(models.TextChoices):
+        DISABLE = "disable", "disable users that leave scope (active=false); delete groups"
+        DELETE = "delete", "delete objects that leave scope"
+        SKIP = "skip", "skip out-of-scope deletions (leave them downstream)"
+
+    class CircuitState(models.TextChoices):
+        HEALTHY = "healthy"
+        DEGRADED = "degraded"
+        QUARANTINED = "quarantined"
+
+    name = models.CharField(max_length=100, unique=True)
+    base_url = models.URLField(
+        max_length=500, help_text="The SCIM base URL, e.g. https://app.example/scim/v2"
+    )
+    auth_type = models.CharField(max_length=32, choices=AuthType.choices, default=AuthType.BEARER)
+    # A Fernet token holding the credentials as JSON; see set_credentials().
+    encrypted_credentials = models.TextField(blank=True, default="", editable=False)
+    connect_timeout = models.FloatField(default=5.0)
+    read_timeout = models.FloatField(default=30.0)
+    profile = models.ForeignKey(VendorProfile, on_delete=models.PROTECT, related_name="targets")
+    rate_limit_rps = models.FloatField(default=25.0, help_text="Requests per second (0: no limit).")
+    rate_limit_burst = models.PositiveIntegerField(default=50)
+    max_concurrency = models.PositiveIntegerField(default=4)
+    user_matching = models.JSONField(
+        default=default_user_matching, help_text="Attributes tried in order to find an existing user."
+    )
+    group_matching = models.JSONField(
+        default=default_group_matching, help_text="Attributes tried in order to find an existing group."
+    )
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.ASSIGNED)
+    deletion_policy = models.CharField(
+        max_length=16, choices=DeletionPolicy.choices, default=DeletionPolicy.DISABLE
+    )
+    enabled = models.BooleanField(default=True, help_text="Off: changes are not even queued.")
+    paused = models.BooleanField(default=False, help_text="On: changes are queued but not sent.")
+    circuit_state = models.CharField(
+        max_length=16, choices=CircuitState.choices, default=CircuitState.HEALTHY
+    )
+    circuit_reason = models.TextField(blank=True, default="")
+    circuit_next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=now, editable=False)
+    # Bumped when the connection settings or credentials change, so cached HTTP clients are rebuilt.
+    revision = models.PositiveIntegerField(default=1, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(connect_timeout__gt=0), name="provisioning_target_timeout"),
+            models.CheckConstraint(condition=Q(read_timeout__gt=0), name="provisioning_target_read_timeout"),
+            models.CheckConstraint(condition=Q(rate_limit_rps__gte=0), name="provisioning_target_rps"),
+            models.CheckConstraint(
+                condition=Q(max_concurrency__gte=1), name="provisioning_target_concurrency"
+            ),
+            models.CheckConstraint(
+                condition=Q(scope__in=["all", "assigned"]), name="provisioning_target_scope_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(deletion_policy__in=["disable", "delete", "skip"]),
+                name="provisioning_target_deletion_policy_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_credentials(self, credentials: dict[str, Any]) -> None:
+        """Encrypt and store credentials (e.g. {"token": ...}); save() persists them."""
+        self.encrypted_credentials = crypto.encrypt(json.dumps(credentials, sort_keys=True))
+
+    def get_credentials(self) -> dict[str, Any]:
+        if not self.encrypted_credentials:
+            return {}
+        value: dict[str, Any] = json.loads(crypto.decrypt(self.encrypted_credentials))
+        return value
+
+    def matching_for(self, object_type: str) -> list[str]:
+        rules = self.user_matching if object_type == ObjectType.USER else self.group_matching
+        return [str(rule) for rule in rules or []]
+
+
+class TargetAssignment(models.Model):
+    """A user or group assigned to a target whose scope is "assigned"."""
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="assignments")
+    user = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.CASCADE, related_name="target_assignments"
+    )
+    group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.CASCADE, related_name="target_assignments"
+    )
+    created = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        verbose_name = "assignment"
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(user__isnull=False) & Q(group__isnull=True))
+                | (Q(user__isnull=True) & Q(group__isnull=False)),
+                name="provisioning_assignment_one_object",
+            ),
+            models.UniqueConstraint(fields=["target", "user"], name="provisioning_assignment_user_unique"),
+            models.UniqueConstraint(fields=["target", "group"], name="provisioning_assignment_group_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.group} → {self.target}"
+
+
+class TargetScope(models.Model):
+    """The stored scope of an "assigned" target: one row per user or group in it.
+
+    provisioning.scope keeps it in step with memberships as change events
+    arrive; the rows it adds and removes are the enter/leave deliveries.
+    """
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="scope_rows")
+    object_type = models.CharField(max_length=8, choices=ObjectType.choices)
+    object_id = models.UUIDField()
+    since = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = "scope member"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["target", "object_type", "object_id"], name="provisioning_scope_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["object_type", "object_id"], name="provisioning_scope_object")]
+
+    def __str__(self) -> str:
+        return f"{self.object_type} {self.object_id} in {self.target_id}"
+
+
+class TargetLink(models.Model):
+    """Which remote resource stands for a directory object on a target, and what was last written to it."""
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="links")
+    object_type = models.CharField(max_length=8, choices=ObjectType.choices)
+    object_id = models.UUIDField()
+    remote_id = models.CharField(max_length=255)
+    # sha256 of the attributes last written (members excluded): an unchanged object costs no request.
+    last_hash = models.CharField(max_length=64, blank=True, default="")
+    # {"attributes": {...last written payload...}, "members": {object id: remote id}, "active": bool}
+    state = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(default=now, editable=False)
+    updated = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = "link"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["target", "object_type", "object_id"], name="provisioning_link_unique"
+            ),
+            models.CheckConstraint(condition=~Q(remote_id=""), name="provisioning_link_remote_id_not_empty"),
+        ]
+        indexes = [
+            models.Index(fields=["target", "remote_id"], name="provisioning_link_remote"),
+            models.Index(fields=["object_type", "object_id"], name="provisioning_link_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.object_type} {self.object_id} = {self.remote_id} on {self.target_id}"
+
+
+ACTIVE_DELIVERY_STATES = ("queued", "running", "held")
+
+
+class Delivery(models.Model):
+    """Work to bring one object on one target to its current desired state.
+
+    At most one is active per (target, object): the relay folds newer events
+    into it (raising `version`), and a worker that finishes an older version
+    queues it again. A worker owns it while `lease_until` is in the future.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        HELD = "held"
+        SUPERSEDED = "superseded"
+
+    class Priority(models.IntegerChoices):
+        # Lower runs first: leavers before joiners and edits, backfills last.
+        LEAVER = 0, "leaver / disable"
+        CHANGE = 1, "change"
+        BACKFILL = 2, "backfill (full sync)"
+
+    id = models.BigAutoField(primary_key=True)
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="deliveries")
+    object_type = models.CharField(max_length=8, choices=ObjectType.choices)
+    object_id = models.UUIDField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.CHANGE)
+    # The newest ChangeEvent id folded in (0 for a full sync or on-demand run).
+    version = models.BigIntegerField(default=0)
+    # The version the current or last lease started from.
+    leased_version = models.BigIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # Consecutive transient failures: drives the backoff, reset by a success.
+    failures = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When a task for it was last sent to the broker; the sweeper resends stale ones.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # A group waiting for some members to get a remote id first.
+    waiting_for_members = models.BooleanField(default=False)
+    last_error = models.TextField(blank=True, default="")
+    run_id = models.UUIDField(null=True, blank=True)
+    created = models.DateTimeField(default=now, editable=False)
+    updated = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        ordering = ["-id"]
+        constraints = [
+            # Bursts coalesce: a second event for the same object finds this row
+            # (INSERT ... ON CONFLICT in provisioning.relay) instead of adding one.
+            models.UniqueConstraint(
+                fields=["target", "object_type", "object_id"],
+                condition=Q(state__in=ACTIVE_DELIVERY_STATES),
+                name="provisioning_delivery_one_active",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=["queued", "running", "done", "failed", "held", "superseded"]),
+                name="provisioning_delivery_state_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="running") | Q(lease_until__isnull=False),
+                name="provisioning_delivery_running_has_lease",
+            ),
+        ]
+        indexes = [
+            # The sweeper: active deliveries whose lease expired or whose retry is due.
+            models.Index(
+                fields=["state", "next_attempt_at"],
+                name="provisioning_delivery_due",
+                condition=Q(state__in=["queued", "running"]),
+            ),
+            models.Index(fields=["object_type", "object_id"], name="provisioning_delivery_object"),
+            models.Index(fields=["target", "state"], name="provisioning_delivery_target"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.object_type} {self.object_id} → {self.target_id} ({self.state})"
+
+
+class DeliveryAttempt(models.Model):
+    """The provisioning log: one row per attempt to bring one object to its desired state on one target."""
+
+    class Action(models.TextChoices):
+        CREATE = "create"
+        UPDATE = "update"
+        ADOPT = "adopt"
+        DISABLE = "disable"
+        DELETE = "delete"
+        NONE = "none", "no change"
+        SKIP = "skip"
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success"
+        SKIPPED = "skipped"
+        RETRY = "retry", "failed, will retry"
+        FAILED = "failed"
+        DISPUTED = "disputed"
+        WAITING = "waiting", "waiting for members"
+        DRY_RUN = "dry_run", "dry run"
+
+    id = models.BigAutoField(primary_key=True)
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="attempts")
+    delivery = models.ForeignKey(
+        Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="attempt_log"
+    )
+    object_type = models.CharField(max_length=8, choices=ObjectType.choices)
+    object_id = models.UUIDField()
+    object_repr = models.CharField(max_length=255, blank=True, default="")
+    attempt = models.PositiveIntegerField(default=1)
+    run_id = models.UUIDField(default=uuid.uuid4)
+    created = models.DateTimeField(default=now)
+    action = models.CharField(max_length=16, choices=Action.choices, default=Action.NONE)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    in_scope = models.BooleanField(default=True)
+    scope_reason = models.CharField(max_length=255, blank=True, default="")
+    match_result = models.CharField(max_length=32, blank=True, default="")
+    matched_attribute = models.CharField(max_length=64, blank=True, default="")
+    # {"attribute": [old, new]}
+    modified_properties = models.JSONField(default=dict, blank=True)
+    # The last write sent (the one that decided the outcome); every request is in `requests`.
+    method = models.CharField(max_length=8, blank=True, default="")
+    path = models.CharField(max_length=500, blank=True, default="")
+    request_body = models.JSONField(null=True, blank=True)
+    status = models.PositiveSmallIntegerField(null=True, blank=True)
+    remote_id = models.CharField(max_length=255, blank=True, default="")
+    duration_ms = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    # [{"method", "path", "status", "duration_ms", "body"}] with bodies redacted.
+    requests = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name = "provisioning log entry"
+        verbose_name_plural = "provisioning log"
+        ordering = ["-created", "-id"]
+        indexes = [
+            models.Index(fields=["object_type", "object_id", "-created"], name="provisioning_attempt_object"),
+            models.Index(fields=["target", "-created"], name="provisioning_attempt_target"),
+            models.Index(fields=["outcome", "-created"], name="provisioning_attempt_outcome"),
+            # purge of old log rows by age.
+            models.Index(fields=["created"], name="provisioning_attempt_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type} {self.object_repr or self.object_id}: {self.outcome}"

@@ -1,0 +1,993 @@
+"""Delivery: bring one object on one target to its current desired state, and record how it went.
+
+`delivery_send` is what the `deliver` task calls. It leases the delivery (a
+conditional UPDATE: one worker per (target, object) at a time), reads the
+object's state now from the directory (never the event's diff, so duplicates
+and reordering are harmless), then matches, creates, updates, disables or
+deletes downstream, and finally, in one transaction, stores the link (remote
+id and what was written), the provisioning log row and the delivery's next
+state. Failures follow the client's taxonomy: transient ones are retried with
+exponential backoff and jitter (honouring Retry-After), permanent ones fail
+the delivery, and a 401/403 quarantines the target instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from directory import selectors
+from directory.exceptions import ObjectNotFound
+from directory.models import Group, Membership, User
+from provisioning import queue
+from provisioning.clients import (
+    Conflict,
+    Exchange,
+    GroupClient,
+    PermanentError,
+    RemoteNotFound,
+    ResourceClient,
+    ScimConnection,
+    ScimError,
+    TargetMisconfigured,
+    TransientError,
+    UserClient,
+    build_auth,
+    redact,
+)
+from provisioning.conf import provisioning_setting
+from provisioning.crypto import CredentialsUnreadable
+from provisioning.mapping import (
+    group_payload,
+    matching_value,
+    modified_properties,
+    patch_operations,
+    payload_hash,
+    user_payload,
+)
+from provisioning.models import (
+    Delivery,
+    DeliveryAttempt,
+    ObjectType,
+    Target,
+    TargetAssignment,
+    TargetLink,
+    TargetScope,
+    VendorProfile,
+)
+from provisioning.relay import deliveries_for_objects
+from provisioning.scope import ScopeChange, scope_contains, scope_filter, scope_refresh
+
+logger = logging.getLogger(__name__)
+
+Action = DeliveryAttempt.Action
+Outcome = DeliveryAttempt.Outcome
+DRY_RUN_ID = "(dry-run)"
+WAIT_SECONDS = 2.0
+SWEEP_GRACE_SECONDS = 10
+
+
+# --- HTTP clients, one per target per process -------------------------------------
+
+_connections: dict[int, tuple[int, str, ScimConnection]] = {}
+_connections_lock = threading.Lock()
+
+
+def target_connection(target: Target) -> ScimConnection:
+    """A kept-alive connection for the target, rebuilt when its settings or credentials change."""
+    key = f"{target.revision}:{target.encrypted_credentials[-16:]}:{target.base_url}"
+    with _connections_lock:
+        cached = _connections.get(target.pk)
+        if cached is not None and cached[1] == key:
+            return cached[2]
+    connection = ScimConnection(
+        base_url=target.base_url,
+        auth=build_auth(target.auth_type, target.get_credentials()),
+        connect_timeout=target.connect_timeout,
+        read_timeout=target.read_timeout,
+    )
+    with _connections_lock:
+        previous = _connections.get(target.pk)
+        _connections[target.pk] = (target.revision, key, connection)
+    if previous is not None:
+        previous[2].close()
+    return connection
+
+
+class DryRunConnection(ScimConnection):
+    """Reads go to the target (lookups decide what would happen); writes are recorded, never sent."""
+
+    def __init__(self, real: ScimConnection) -> None:
+        super().__init__(base_url=real.base_url)
+        self.real = real
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        log: list[Exchange] | None = None,
+    ) -> Any:
+        if method == "GET":
+            return self.real.request(method, path, body=body, params=params, log=log)
+        if log is not None:
+            log.append(Exchange(method, path, body, None, 0))
+        if method == "POST":
+            return {**(body or {}), "id": DRY_RUN_ID}
+        return None
+
+
+# --- the outcome of one push ---------------------------------------------------------
+
+
+@dataclass
+class Push:
+    """Everything one attempt learned, for the link, the log row and the delivery's next state."""
+
+    target: Target
+    object_type: str
+    object_id: uuid.UUID
+    dry_run: bool = False
+    object_repr: str = ""
+    action: str = Action.NONE
+    outcome: str = Outcome.SUCCESS
+    in_scope: bool = True
+    scope_reason: str = ""
+    match_result: str = ""
+    matched_attribute: str = ""
+    modified: dict[str, list[Any]] = field(default_factory=dict)
+    remote_id: str = ""
+    error: str = ""
+    retry_after: float | None = None
+    exchanges: list[Exchange] = field(default_factory=list)
+    # Link changes, applied when the attempt is recorded.
+    link_remote_id: str | None = None
+    link_hash: str | None = None
+    link_state: dict[str, Any] | None = None
+    link_delete: bool = False
+    # Set when the target itself is at fault (401/403): quarantine it.
+    misconfigured: bool = False
+    # Deliveries to wake once this attempt is recorded (groups waiting for this member).
+    created_link: bool = False
+
+    def last_write(self) -> Exchange | None:
+        for exchange in reversed(self.exchanges):
+            if exchange.method != "GET":
+                return exchange
+        return self.exchanges[-1] if self.exchanges else None
+
+
+class Disputed(Exception):
+    pass
+
+
+class Engine:
+    """The push logic for one target: match, create, update, disable, delete, membership deltas."""
+
+    def __init__(self, target: Target, connection: ScimConnection, push: Push) -> None:
+        self.target, self.push = target, push
+        self.profile: VendorProfile = target.profile
+        self.users = UserClient(connection, push.exchanges)
+        self.groups = GroupClient(connection, push.exchanges)
+        self.link = TargetLink.objects.filter(
+            target=target, object_type=push.object_type, object_id=push.object_id
+        ).first()
+        self.state: dict[str, Any] = dict(self.link.state) if self.link else {}
+
+    @property
+    def client(self) -> ResourceClient:
+        return self.users if self.push.object_type == ObjectType.USER else self.groups
+
+    # -- entry point
+
+    def run(self) -> None:
+        push = self.push
+        in_scope, reason = scope_contains(
+            target=self.target, object_type=push.object_type, object_id=push.object_id
+        )
+        push.in_scope, push.scope_reason = in_scope, reason
+        obj: User | Group | None = None
+        if in_scope:
+            try:
+                obj = (
+                    selectors.user_get(user_id=push.object_id)
+                    if push.object_type == ObjectType.USER
+                    else selectors.group_get(group_id=push.object_id)
+                )
+            except ObjectNotFound:
+                push.in_scope, push.scope_reason = False, "deleted from the directory"
+        if obj is not None:
+            push.object_repr = str(obj)[:255]
+            if isinstance(obj, User):
+                self.upsert_user(obj)
+            else:
+                self.upsert_group(obj)
+        else:
+            self.leave(deleted=push.scope_reason == "deleted from the directory")
+        if self.link is not None:
+            push.remote_id = push.remote_id or self.link.remote_id
+
+    # -- matching and creating
+
+    def match(self, payload: dict[str, Any]) -> str | None:
+        """The remote id of the single existing resource matching `payload`, or None; Disputed on several."""
+        for attribute in self.target.matching_for(self.push.object_type):
+            value = matching_value(payload, attribute)
+            if value is None or not self.profile.can_filter(attribute):
+                continue
+            found, total = self.client.find(attribute, value)
+            if total > 1:
+                self.push.match_result, self.push.matched_attribute = "disputed", attribute
+                raise Disputed(f"{total} resources on the target have {attribute} {value!r}; none was linked")
+            if found:
+                self.push.match_result, self.push.matched_attribute = "matched", attribute
+                return str(found[0]["id"])
+        self.push.match_result = "no match"
+        return None
+
+    def create_or_adopt(self, payload: dict[str, Any]) -> tuple[str, bool]:
+        """(remote id, adopted?): an existing match is adopted, otherwise the resource is created."""
+        remote_id = self.match(payload)
+        if remote_id is not None:
+            self.push.action = Action.ADOPT
+            return remote_id, True
+        try:
+            created = self.client.create(payload)
+        except Conflict:
+            # Someone created it since the lookup, or the target's uniqueness
+            # covers an attribute we did not match on: look again, then adopt.
+            remote_id = self.match(payload)
+            if remote_id is None:
+                raise
+            self.push.action = Action.ADOPT
+            return remote_id, True
+        self.push.action, self.push.match_result = Action.CREATE, "created"
+        return str(created["id"]), False
+
+    def _set_link(self, remote_id: str, attributes: dict[str, Any], **extra: Any) -> None:
+        self.push.remote_id = remote_id
+        self.push.link_remote_id = remote_id
+        self.push.link_hash = payload_hash(attributes)
+        self.state = {**self.state, "attributes": attributes, **extra}
+        self.push.link_state = self.state
+
+    # -- users
+
+    def _manager_remote_id(self, user: User) -> str | None:
+        if user.manager_id is None:
+            return None
+        return (
+            TargetLink.objects.filter(
+                target=self.target, object_type=ObjectType.USER, object_id=user.manager_id
+            )
+            .values_list("remote_id", flat=True)
+            .first()
+        )
+
+    def upsert_user(self, user: User) -> None:
+        payload = user_payload(self.target, user, manager_remote_id=self._manager_remote_id(user))
+        if self.link is None:
+            remote_id, adopted = self.create_or_adopt(payload)
+            self.push.created_link = True
+            self.push.modified = modified_properties({}, payload)
+            if adopted:
+                # What the remote holds is unknown: write every attribute.
+                self.write_user(remote_id, {}, payload)
+            self._set_link(remote_id, payload)
+            return
+        old = self.state.get("attributes") or {}
+        if self.link.last_hash == payload_hash(payload):
+            self.push.action, self.push.outcome = Action.NONE, Outcome.SUCCESS
+            return
+        self.push.modified = modified_properties(old, payload)
+        self.push.action = Action.UPDATE
+        try:
+            self.write_user(self.link.remote_id, old, payload)
+        except RemoteNotFound:
+            # Deleted downstream behind our back: create it again.
+            self.push.link_delete = True
+            remote_id, _ = self.create_or_adopt(payload)
+            self.push.link_delete = False
+            self.push.created_link = True
+            self._set_link(remote_id, payload)
+            return
+        self._set_link(self.link.remote_id, payload)
+
+    def write_user(self, remote_id: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+        if self.profile.user_update_method == VendorProfile.UpdateMethod.PUT:
+            self.users.replace(remote_id, new)
+            return
+        operations = patch_operations(modified_properties(old, new), style=self.profile.patch_style)
+        if operations:
+            self.users.patch(remote_id, operations)
+
+    # -- groups
+
+    def desired_members(self, group: Group) -> tuple[dict[str, str], list[uuid.UUID]]:
+        """({member object id: remote id}, [in-scope members with no remote id yet])."""
+        rows = Membership.objects.filter(group=group).values_list("member_user_id", "member_group_id")
+        keys = {
+            (ObjectType.USER.value, user_id) if user_id is not None else (ObjectType.GROUP.value, group_id)
+            for user_id, group_id in rows
+        }
+        in_scope = scope_filter(target=self.target, keys=keys)
+        remote = {
+            (kind, object_id): remote_id
+            for kind, object_id, remote_id in TargetLink.objects.filter(
+                target=self.target, object_id__in=[object_id for _, object_id in in_scope]
+            ).values_list("object_type", "object_id", "remote_id")
+        }
+        linked = {str(key[1]): remote[key] for key in in_scope if key in remote}
+        missing = [key[1] for key in in_scope if key not in remote]
+        return linked, missing
+
+    def upsert_group(self, group: Group) -> None:
+        payload = group_payload(self.target, group)
+        linked, missing = self.desired_members(group)
+        limit = self.profile.max_patch_operations
+        if self.link is None:
+            remote_id = self.match(payload)
+            if remote_id is not None:
+                self.push.action = Action.ADOPT
+                last = self.remote_members(remote_id)
+                self.push.modified = modified_properties({}, payload)
+                self.write_group_attributes(remote_id, {}, payload, linked)
+            else:
+                body = dict(payload)
+                if len(linked) <= limit:
+                    body["members"] = [{"value": remote} for remote in linked.values()]
+                try:
+                    created = self.groups.create(body)
+                    remote_id = str(created["id"])
+                    self.push.action, self.push.match_result = Action.CREATE, "created"
+                    last = dict(linked) if "members" in body else {}
+                except Conflict:
+                    remote_id = self.match(payload)
+                    if remote_id is None:
+                        raise
+                    self.push.action = Action.ADOPT
+                    last = self.remote_members(remote_id)
+                    self.write_group_attributes(remote_id, {}, payload, linked)
+                self.push.modified = modified_properties({}, payload)
+            self.push.created_link = True
+            self._set_link(remote_id, payload, members=last)
+        else:
+            remote_id = self.link.remote_id
+            old = self.state.get("attributes") or {}
+            last = dict(self.state.get("members") or {})
+            if self.link.last_hash != payload_hash(payload):
+                self.push.action = Action.UPDATE
+                self.push.modified = modified_properties(old, payload)
+                try:
+                    self.write_group_attributes(remote_id, old, payload, linked)
+                except RemoteNotFound:
+                    self.link_recreate_group(payload, linked)
+                    return
+                if self.profile.group_update_method == VendorProfile.UpdateMethod.PUT:
+                    last = dict(linked)
+            self._set_link(remote_id, payload, members=last)
+        try:
+            self.push_members(remote_id, last, linked)
+        except RemoteNotFound:
+            self.link_recreate_group(payload, linked)
+            return
+        if missing:
+            self.push.error = f"{len(missing)} member(s) have no remote id yet: " + ", ".join(
+                str(member) for member in missing[:5]
+            )
+            self.push.outcome = Outcome.WAITING
+
+    def link_recreate_group(self, payload: dict[str, Any], linked: dict[str, str]) -> None:
+        created = self.groups.create(
+            {**payload, "members": [{"value": remote} for remote in linked.values()]}
+        )
+        self.push.action, self.push.match_result = Action.CREATE, "re-created (gone downstream)"
+        self.push.created_link = True
+        self.state = {}
+        self._set_link(str(created["id"]), payload, members=dict(linked))
+
+    def remote_members(self, remote_id: str) -> dict[str, str]:
+        """Members an adopted group already has downstream, keyed by remote id (no directory id known)."""
+        if not self.profile.groups_return_members:
+            return {}
+        body = self.groups.get(remote_id)
+        return {
+            f"remote:{member['value']}": str(member["value"])
+            for member in body.get("members") or []
+            if isinstance(member, dict) and member.get("value")
+        }
+
+    def write_group_attributes(
+        self, remote_id: str, old: dict[str, Any], new: dict[str, Any], linked: dict[str, str]
+    ) -> None:
+        if self.profile.group_update_method == VendorProfile.UpdateMethod.PUT:
+            self.groups.replace(
+                remote_id, {**new, "members": [{"value": remote} for remote in linked.values()]}
+            )
+            return
+        operations = patch_operations(modified_properties(old, new), style=self.profile.patch_style)
+        if operations:
+            self.groups.patch(remote_id, operations)
+
+    def push_members(self, remote_id: str, last: dict[str, str], desired: dict[str, str]) -> None:
+        """PATCH add/remove deltas between what was last written and what should be, in chunks.
+
+        What was written is saved after every chunk, so a failure part-way
+        resumes from there instead of starting over.
+        """
+        desired_remote = set(desired.values())
+        remove = sorted({remote for key, remote in last.items() if remote not in desired_remote})
+        last_remote = set(last.values())
+        add = sorted(remote for remote in desired_remote if remote not in last_remote)
+        if not add and not remove:
+            return
+        if self.push.action == Action.NONE:
+            self.push.action = Action.UPDATE
+        self.push.modified["members"] = [
+            {"removed": len(remove)} if remove else None,
+            {"added": len(add)} if add else None,
+        ]
+        by_remote = {remote: key for key, remote in desired.items()}
+        limit = max(1, self.profile.max_patch_operations)
+        style = self.profile.patch_style
+        written = dict(last)
+        for start in range(0, len(remove), limit):
+            chunk = remove[start : start + limit]
+            if style == VendorProfile.PatchStyle.ENTRA:
+                operations = [{"op": "Remove", "path": "members", "value": [{"value": r} for r in chunk]}]
+            else:
+                operations = [{"op": "remove", "path": f'members[value eq "{r}"]'} for r in chunk]
+            self.groups.patch(remote_id, operations)
+            gone = set(chunk)
+            written = {key: remote for key, remote in written.items() if remote not in gone}
+            self._save_members(written)
+        for start in range(0, len(add), limit):
+            chunk = add[start : start + limit]
+            operations = [
+                {
+                    "op": "Add" if style == "entra" else "add",
+                    "path": "members",
+                    "value": [{"value": r} for r in chunk],
+                }
+            ]
+            self.groups.patch(remote_id, operations)
+            written.update({by_remote[remote]: remote for remote in chunk})
+            self._save_members(written)
+
+    def _save_members(self, members: dict[str, str]) -> None:
+        self.state = {**self.state, "members": members}
+        self.push.link_state = self.state
+        if not self.push.dry_run and self.link is not None:
+            # Progress survives a failure in a later chunk.
+            TargetLink.objects.filter(pk=self.link.pk).update(state=self.state, updated=timezone.now())
+
+    # -- leaving
+
+    def leave(self, *, deleted: bool) -> None:
+        push = self.push
+        if self.link is None:
+            push.action, push.outcome = Action.SKIP, Outcome.SKIPPED
+            push.error = "out of scope and never provisioned"
+            return
+        policy = self.target.deletion_policy
+        if policy == Target.DeletionPolicy.SKIP:
+            push.action, push.outcome = Action.SKIP, Outcome.SKIPPED
+            push.error = "out of scope; the target skips out-of-scope deletions"
+            push.link_delete = deleted
+            return
+        remote_id = self.link.remote_id
+        is_user = push.object_type == ObjectType.USER
+        if is_user and not deleted and policy == Target.DeletionPolicy.DISABLE:
+            self.disable_user(remote_id)
+            return
+        if is_user and self.profile.soft_delete == VendorProfile.SoftDelete.ACTIVE_FALSE:
+            self.disable_user(remote_id)
+            push.link_delete = deleted
+            return
+        push.action = Action.DELETE
+        try:
+            self.client.delete(remote_id)
+        except RemoteNotFound:
+            pass  # already gone: the goal is reached
+        push.modified = {"deleted": [remote_id, None]}
+        push.link_delete = True
+
+    def disable_user(self, remote_id: str) -> None:
+        push = self.push
+        attributes = dict(self.state.get("attributes") or {})
+        if attributes.get("active") is False:
+            push.action = Action.NONE
+            return
+        push.action = Action.DISABLE
+        push.modified = {"active": [attributes.get("active", True), False]}
+        new = {**attributes, "active": False}
+        try:
+            if self.profile.user_update_method == VendorProfile.UpdateMethod.PUT and attributes:
+                self.users.replace(remote_id, new)
+            else:
+                op = "Replace" if self.profile.patch_style == VendorProfile.PatchStyle.ENTRA else "replace"
+                self.users.patch(remote_id, [{"op": op, "path": "active", "value": False}])
+        except RemoteNotFound:
+            push.link_delete = True
+            return
+        self._set_link(remote_id, new)
+
+
+# --- leasing and finishing ------------------------------------------------------------
+
+
+def _lease(delivery_id: int) -> Delivery | None:
+    """Take the delivery if it is due and nobody holds it; None otherwise (another worker, or not yet)."""
+    now = timezone.now()
+    lease_until = now + timedelta(seconds=provisioning_setting("LEASE_SECONDS"))
+    due = Q(state=Delivery.State.QUEUED) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    expired = Q(state=Delivery.State.RUNNING, lease_until__lt=now)
+    with transaction.atomic():
+        delivery = (
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("target__profile")
+            .filter(due | expired, pk=delivery_id)
+            .first()
+        )
+        if delivery is None:
+            return None
+        delivery.state = Delivery.State.RUNNING
+        delivery.lease_until = lease_until
+        delivery.leased_version = delivery.version
+        delivery.attempts += 1
+        delivery.updated = now
+        delivery.save(update_fields=["state", "lease_until", "leased_version", "attempts", "updated"])
+    return delivery
+
+
+def _backoff(failures: int, retry_after: float | None) -> float:
+    base = provisioning_setting("BACKOFF_BASE")
+    delay = min(provisioning_setting("BACKOFF_MAX"), base * (2 ** max(0, failures - 1)))
+    # Full jitter on the upper half: retries from many objects spread out instead of arriving together.
+    delay = delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - not for security
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def _record(push: Push, delivery: Delivery | None, run_id: uuid.UUID, duration_ms: int) -> DeliveryAttempt:
+    last = push.last_write()
+    entry = DeliveryAttempt(
+        target=push.target,
+        delivery=delivery,
+        object_type=push.object_type,
+        object_id=push.object_id,
+        object_repr=push.object_repr,
+        attempt=delivery.attempts if delivery else 1,
+        run_id=run_id,
+        action=push.action,
+        outcome=Outcome.DRY_RUN if push.dry_run else push.outcome,
+        in_scope=push.in_scope,
+        scope_reason=push.scope_reason[:255],
+        match_result=push.match_result,
+        matched_attribute=push.matched_attribute,
+        modified_properties=redact(push.modified),
+        method=last.method if last else "",
+        path=last.path[:500] if last else "",
+        request_body=redact(last.body) if last else None,
+        status=last.status if last else None,
+        remote_id=push.remote_id[:255],
+        duration_ms=duration_ms,
+        error=push.error,
+        requests=[exchange.as_log() for exchange in push.exchanges],
+    )
+    if not push.dry_run:
+        entry.save()
+    return entry
+
+
+def _apply_link(push: Push) -> None:
+    links = TargetLink.objects.filter(
+        target=push.target, object_type=push.object_type, object_id=push.object_id
+    )
+    if push.link_delete:
+        links.delete()
+        return
+    if push.link_remote_id is None:
+        return
+    now = timezone.now()
+    updated = links.update(
+        remote_id=push.link_remote_id,
+        last_hash=push.link_hash or "",
+        state=push.link_state or {},
+        updated=now,
+    )
+    if not updated:
+        TargetLink.objects.create(
+            target=push.target,
+            object_type=push.object_type,
+            object_id=push.object_id,
+            remote_id=push.link_remote_id,
+            last_hash=push.link_hash or "",
+            state=push.link_state or {},
+        )
+
+
+def _wake_waiting_groups(push: Push) -> list[int]:
+    """Groups of this user waiting for its remote id run again now instead of at their next check."""
+    if push.object_type != ObjectType.USER:
+        parents = Membership.objects.filter(member_group_id=push.object_id).values_list("group_id", flat=True)
+    else:
+        parents = Membership.objects.filter(member_user_id=push.object_id).values_list("group_id", flat=True)
+    now = timezone.now()
+    waiting = Delivery.objects.filter(
+        target=push.target,
+        object_type=ObjectType.GROUP,
+        object_id__in=parents,
+        state=Delivery.State.QUEUED,
+        waiting_for_members=True,
+        next_attempt_at__gt=now,
+    )
+    ids = list(waiting.values_list("pk", flat=True))
+    if ids:
+        Delivery.objects.filter(pk__in=ids, next_attempt_at__gt=now).update(
+            next_attempt_at=now, enqueued_at=now
+        )
+    return ids
+
+
+def _finish(delivery: Delivery, push: Push) -> tuple[list[int], float | None]:
+    """Move the delivery to its next state; return (ids to send, countdown) for after the commit."""
+    now = timezone.now()
+    mine = Delivery.objects.filter(
+        pk=delivery.pk, state=Delivery.State.RUNNING, lease_until=delivery.lease_until
+    )
+    common: dict[str, Any] = {"lease_until": None, "updated": now}
+    if push.outcome in (Outcome.SUCCESS, Outcome.SKIPPED):
+        done = mine.filter(version=delivery.leased_version).update(
+            state=Delivery.State.DONE, failures=0, last_error="", waiting_for_members=False, **common
+        )
+        if done:
+            return [], None
+        # A newer change arrived while this one ran: run again, from the state of now.
+        if mine.update(
+            state=Delivery.State.QUEUED, next_attempt_at=None, failures=0, enqueued_at=now, **common
+        ):
+            return [delivery.pk], None
+        return [], None
+    if push.outcome == Outcome.WAITING:
+        if delivery.attempts >= provisioning_setting("MEMBER_WAIT_ATTEMPTS"):
+            mine.update(state=Delivery.State.DONE, last_error=push.error, waiting_for_members=False, **common)
+            return [], None
+        mine.update(
+            state=Delivery.State.QUEUED,
+            waiting_for_members=True,
+            next_attempt_at=now + timedelta(seconds=WAIT_SECONDS),
+            enqueued_at=now,
+            last_error=push.error,
+            **common,
+        )
+        return [delivery.pk], WAIT_SECONDS
+    if push.outcome == Outcome.RETRY:
+        if push.misconfigured:
+            wait = _backoff(max(1, _quarantine_count(push.target)), None)
+            failures = delivery.failures
+        else:
+            failures = delivery.failures + 1
+            if failures >= provisioning_setting("MAX_FAILURES"):
+                mine.update(state=Delivery.State.FAILED, failures=failures, last_error=push.error, **common)
+                push.outcome = Outcome.FAILED
+                return [], None
+            wait = _backoff(failures, push.retry_after)
+        mine.update(
+            state=Delivery.State.QUEUED,
+            failures=failures,
+            next_attempt_at=now + timedelta(seconds=wait),
+            enqueued_at=now,
+            last_error=push.error,
+            **common,
+        )
+        return [delivery.pk], wait
+    mine.update(state=Delivery.State.FAILED, last_error=push.error, **common)
+    return [], None
+
+
+def _quarantine_count(target: Target) -> int:
+    return 4 if target.circuit_state == Target.CircuitState.QUARANTINED else 1
+
+
+def _update_circuit(push: Push) -> None:
+    target = push.target
+    now = timezone.now()
+    if push.misconfigured:
+        Target.objects.filter(pk=target.pk).update(
+            circuit_state=Target.CircuitState.QUARANTINED,
+            circuit_reason=push.error[:1000],
+            circuit_next_attempt_at=now + timedelta(seconds=_backoff(_quarantine_count(target) + 2, None)),
+        )
+    elif push.outcome == Outcome.RETRY and target.circuit_state == Target.CircuitState.HEALTHY:
+        Target.objects.filter(pk=target.pk, circuit_state=Target.CircuitState.HEALTHY).update(
+            circuit_state=Target.CircuitState.DEGRADED, circuit_reason=push.error[:1000]
+        )
+    elif (
+        push.outcome in (Outcome.SUCCESS, Outcome.SKIPPED)
+        and target.circuit_state != Target.CircuitState.HEALTHY
+    ):
+        Target.objects.filter(pk=target.pk).update(
+            circuit_state=Target.CircuitState.HEALTHY, circuit_reason="", circuit_next_attempt_at=None
+        )
+
+
+# --- the services ---------------------------------------------------------------------
+
+
+def object_push(
+    *,
+    target: Target,
+    object_type: str,
+    object_id: uuid.UUID,
+    dry_run: bool = False,
+    connection: ScimConnection | None = None,
+) -> Push:
+    """Bring one object to its desired state on one target (or, dry, say which requests that takes)."""
+    push = Push(target=target, object_type=object_type, object_id=object_id, dry_run=dry_run)
+    try:
+        real = connection or target_connection(target)
+    except CredentialsUnreadable as exc:
+        push.outcome, push.error, push.misconfigured = Outcome.RETRY, str(exc), True
+        return push
+    engine = Engine(target, DryRunConnection(real) if dry_run else real, push)
+    try:
+        engine.run()
+    except Disputed as exc:
+        push.outcome, push.error = Outcome.DISPUTED, str(exc)
+    except TransientError as exc:
+        push.outcome, push.error, push.retry_after = Outcome.RETRY, str(exc), exc.retry_after
+    except TargetMisconfigured as exc:
+        push.outcome, push.error, push.misconfigured = Outcome.RETRY, str(exc), True
+    except PermanentError as exc:
+        push.outcome, push.error = Outcome.FAILED, str(exc)
+    except ScimError as exc:
+        push.outcome, push.error = Outcome.FAILED, str(exc)
+    return push
+
+
+def delivery_send(*, delivery_id: int, connection: ScimConnection | None = None) -> DeliveryAttempt | None:
+    """Lease one delivery, push its object, record the attempt and move the delivery on.
+
+    Returns the log row, or None when there was nothing to do (gone, not due,
+    or held by another worker).
+    """
+    delivery = _lease(delivery_id)
+    if delivery is None:
+        return None
+    target = delivery.target
+    now = timezone.now()
+    if not target.enabled:
+        Delivery.objects.filter(pk=delivery.pk, lease_until=delivery.lease_until).update(
+            state=Delivery.State.SUPERSEDED, lease_until=None, last_error="target disabled", updated=now
+        )
+        return None
+    waiting_until = target.circuit_next_attempt_at
+    if target.paused or (
+        target.circuit_state == Target.CircuitState.QUARANTINED
+        and waiting_until is not None
+        and waiting_until > now
+    ):
+        # Not this delivery's fault: put it back without counting a failure.
+        Delivery.objects.filter(pk=delivery.pk, lease_until=delivery.lease_until).update(
+            state=Delivery.State.QUEUED,
+            lease_until=None,
+            attempts=delivery.attempts - 1,
+            next_attempt_at=None if target.paused else waiting_until,
+            updated=now,
+        )
+        return None
+    run_id = delivery.run_id or uuid.uuid4()
+    started = time.monotonic()
+    push = object_push(
+        target=target, object_type=delivery.object_type, object_id=delivery.object_id, connection=connection
+    )
+    duration_ms = int((time.monotonic() - started) * 1000)
+    with transaction.atomic():
+        _apply_link(push)
+        to_send, countdown = _finish(delivery, push)
+        entry = _record(push, delivery, run_id, duration_ms)
+        _update_circuit(push)
+        woken = _wake_waiting_groups(push) if push.created_link and push.outcome == Outcome.SUCCESS else []
+        queue.send_on_commit(to_send, countdown=countdown)
+        queue.send_on_commit(woken)
+    if push.outcome in (Outcome.FAILED, Outcome.DISPUTED) or push.misconfigured:
+        logger.warning(
+            "provisioning %s %s on target %s: %s (%s)",
+            push.object_type,
+            push.object_id,
+            target.name,
+            push.outcome,
+            push.error,
+        )
+    return entry
+
+
+def object_provision_now(
+    *, target: Target, object_type: str, object_id: uuid.UUID, dry_run: bool = False
+) -> DeliveryAttempt:
+    """Provision on demand: push one object now, in this process, and return the log entry.
+
+    Takes the object's active delivery if it has one (so no worker pushes it at
+    the same time); a dry run writes nothing and sends no write request.
+    """
+    if dry_run:
+        started = time.monotonic()
+        push = object_push(target=target, object_type=object_type, object_id=object_id, dry_run=True)
+        return _record(push, None, uuid.uuid4(), int((time.monotonic() - started) * 1000))
+    with transaction.atomic():
+        deliveries_for_objects(
+            target=target, keys=[(object_type, object_id)], priority=Delivery.Priority.LEAVER
+        )
+    delivery = Delivery.objects.filter(
+        target=target, object_type=object_type, object_id=object_id, state=Delivery.State.QUEUED
+    ).first()
+    if delivery is not None:
+        # On demand means now: a retry wait does not apply.
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None)
+        entry = delivery_send(delivery_id=delivery.pk)
+        if entry is not None:
+            return entry
+    raise DeliveryBusy(f"{object_type} {object_id} is being delivered to {target.name} by a worker right now")
+
+
+class DeliveryBusy(Exception):
+    pass
+
+
+# --- the sweeper and housekeeping ----------------------------------------------------------
+
+
+def deliveries_sweep(*, limit: int = 1000) -> int:
+    """Send again what a lost task, a killed worker or a due retry left behind. Returns how many."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=provisioning_setting("REENQUEUE_AFTER_SECONDS"))
+    due = (
+        Q(state=Delivery.State.RUNNING, lease_until__lt=now)
+        # A retry's own task is due at next_attempt_at; only one that is overdue was lost.
+        | Q(state=Delivery.State.QUEUED, next_attempt_at__lte=now - timedelta(seconds=SWEEP_GRACE_SECONDS))
+        | Q(state=Delivery.State.QUEUED, next_attempt_at__isnull=True, enqueued_at__lt=stale)
+        | Q(state=Delivery.State.QUEUED, next_attempt_at__isnull=True, enqueued_at__isnull=True)
+    )
+    ids = list(
+        Delivery.objects.filter(due, target__enabled=True, target__paused=False)
+        .order_by("priority", "id")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if ids:
+        Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
+        queue.send(ids)
+    return len(ids)
+
+
+def provisioning_log_purge(*, older_than_days: int) -> int:
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted, _ = DeliveryAttempt.objects.filter(created__lt=cutoff).delete()
+    return deleted
+
+
+# --- targets: scope edits and full sync ------------------------------------------------------
+
+
+@dataclass
+class SyncPlan:
+    """What a full sync queued (or, dry, would queue): objects per type, and how many have no link yet."""
+
+    users: int = 0
+    groups: int = 0
+    unlinked: int = 0
+    queued: int = 0
+
+
+def _scope_pages(target: Target, page_size: int) -> Iterator[list[tuple[str, uuid.UUID]]]:
+    """Every in-scope object, one page at a time by primary key: memory stays bounded by the page."""
+    if target.scope == Target.Scope.ALL:
+        for object_type, model in ((ObjectType.USER.value, User), (ObjectType.GROUP.value, Group)):
+            last: uuid.UUID | None = None
+            while True:
+                rows = model.objects.order_by("pk")
+                if last is not None:
+                    rows = rows.filter(pk__gt=last)
+                ids = list(rows.values_list("pk", flat=True)[:page_size])
+                if not ids:
+                    break
+                yield [(object_type, pk) for pk in ids]
+                last = ids[-1]
+        return
+    last_row = 0
+    while True:
+        rows = list(
+            TargetScope.objects.filter(target=target, pk__gt=last_row)
+            .order_by("pk")
+            .values_list("pk", "object_type", "object_id")[:page_size]
+        )
+        if not rows:
+            return
+        yield [(object_type, object_id) for _, object_type, object_id in rows]
+        last_row = rows[-1][0]
+
+
+def target_full_sync(
+    *, target: Target, dry_run: bool = False, progress: Callable[[SyncPlan], None] | None = None
+) -> SyncPlan:
+    """Queue a delivery for every object in the target's scope, in the backfill lane, a page at a time.
+
+    Resumable by construction: each page commits on its own, and queuing an
+    object that already has an active delivery folds into it.
+    """
+    plan = SyncPlan()
+    page_size = provisioning_setting("FULL_SYNC_PAGE_SIZE")
+    if target.scope == Target.Scope.ASSIGNED and not dry_run:
+        with transaction.atomic():
+            scope_refresh(target=target)
+    for page in _scope_pages(target, page_size):
+        plan.users += sum(1 for kind, _ in page if kind == ObjectType.USER)
+        plan.groups += sum(1 for kind, _ in page if kind == ObjectType.GROUP)
+        linked = set(
+            TargetLink.objects.filter(target=target, object_id__in=[pk for _, pk in page]).values_list(
+                "object_type", "object_id"
+            )
+        )
+        plan.unlinked += sum(1 for key in page if key not in linked)
+        if not dry_run:
+            with transaction.atomic():
+                ids = deliveries_for_objects(target=target, keys=page, priority=Delivery.Priority.BACKFILL)
+                plan.queued += len(ids)
+                queue.send_on_commit(ids)
+        if progress is not None:
+            progress(plan)
+    return plan
+
+
+@transaction.atomic
+def target_scope_update(*, target: Target) -> ScopeChange:
+    """After assignments change: refresh the stored scope and queue enter/leave deliveries at once."""
+    change = scope_refresh(target=target)
+    ids = deliveries_for_objects(target=target, keys=change.entered, priority=Delivery.Priority.CHANGE)
+    ids += deliveries_for_objects(target=target, keys=change.left, priority=Delivery.Priority.LEAVER)
+    queue.send_on_commit(ids)
+    return change
+
+
+@transaction.atomic
+def target_create(
+    *,
+    name: str,
+    base_url: str,
+    credentials: dict[str, Any],
+    auth_type: str = Target.AuthType.BEARER,
+    profile: VendorProfile | None = None,
+    scope: str = Target.Scope.ASSIGNED,
+    group_ids: Sequence[uuid.UUID] = (),
+    **fields: Any,
+) -> Target:
+    """Create an enabled target with the default mapping, assign groups, and queue its initial sync."""
+    target = Target(
+        name=name,
+        base_url=base_url,
+        auth_type=auth_type,
+        profile=profile or VendorProfile.objects.get(name="RFC 7644 (strict)"),
+        scope=scope,
+        **fields,
+    )
+    target.set_credentials(credentials)
+    target.full_clean()
+    target.save()
+    for group_id in group_ids:
+        TargetAssignment.objects.create(target=target, group_id=group_id)
+    transaction.on_commit(lambda: target_full_sync(target=target), robust=True)
+    return target

@@ -1,0 +1,42 @@
+import importlib
+
+import pytest
+
+from provisioning.models import Target, VendorProfile
+
+SHIPPED = importlib.import_module("provisioning.migrations.0002_shipped_vendor_profiles").PROFILES
+
+
+@pytest.fixture(autouse=True)
+def shipped_profiles(request):  # type: ignore[no-untyped-def]
+    """The data migration's profiles, back after a transactional test elsewhere flushed the tables."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or bool(
+        marker and marker.kwargs.get("transaction")
+    )
+    if not transactional and marker is None and "db" not in request.fixturenames:
+        return
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    for profile in SHIPPED:
+        VendorProfile.objects.get_or_create(name=profile["name"], defaults=profile)
+
+
+@pytest.fixture
+def rfc_profile(db) -> VendorProfile:  # type: ignore[no-untyped-def]
+    return VendorProfile.objects.get(name="RFC 7644 (strict)")
+
+
+@pytest.fixture
+def target_factory(rfc_profile):  # type: ignore[no-untyped-def]
+    def make(**fields) -> Target:  # type: ignore[no-untyped-def]
+        token = fields.pop("token", "downstream-token")
+        fields.setdefault("name", f"target-{Target.objects.count() + 1}")
+        fields.setdefault("base_url", "http://127.0.0.1:9/scim/v2")
+        fields.setdefault("profile", rfc_profile)
+        fields.setdefault("scope", Target.Scope.ALL)
+        target = Target(**fields)
+        target.set_credentials({"token": token})
+        target.save()
+        return target
+
+    return make
