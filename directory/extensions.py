@@ -30,7 +30,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Expression, Q
+from django.db.models import Count, Expression, Q
 from django.db.models.fields.json import compile_json_path
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
@@ -442,6 +442,7 @@ def create_index(schema: ExtensionSchema, attribute: ExtensionAttribute) -> None
     # transaction, and creating an index needs nothing but its SQL.
     editor = connection.schema_editor()
     statement = str(index.create_sql(model, editor))
+    _run_pending_checks()
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(statement)
@@ -453,7 +454,30 @@ def create_index(schema: ExtensionSchema, attribute: ExtensionAttribute) -> None
         ) from None
 
 
+def has_duplicates(urn: str, resource_type: str, attribute: AttributeDefinition) -> bool:
+    """Whether two users (or groups) hold the same value, as a unique index would compare them."""
+    expression = _compared(urn, attribute)
+    return (
+        _model(resource_type)
+        .objects.annotate(extension_value=expression)
+        .filter(extension_value__isnull=False)
+        .values("extension_value")
+        .annotate(holders=Count("pk"))
+        .filter(holders__gt=1)
+        .exists()
+    )
+
+
+def _run_pending_checks() -> None:
+    # PostgreSQL refuses to change a table's indexes while the transaction holds deferred
+    # foreign-key checks on it (rows written earlier in the same transaction): run them now,
+    # as commit would, then defer again as Django's constraints expect.
+    if connection.vendor == "postgresql":
+        connection.check_constraints()
+
+
 def drop_index(attribute_id: int) -> None:
+    _run_pending_checks()
     with connection.cursor() as cursor:
         cursor.execute(f"DROP INDEX IF EXISTS {connection.ops.quote_name(index_name(attribute_id))}")
 
@@ -473,22 +497,22 @@ def _holding(urn: str, names: Sequence[str] | None) -> Q:
     return Q(extensions__has_key=urn)
 
 
-def holder_counts(urn: str, resource_type: str, names: Sequence[str] | None = None) -> int:
+def holder_count(urn: str, resource_type: str, names: Sequence[str] | None = None) -> int:
     """How many users (or groups) hold a value of the schema, or of the named attributes."""
     return _model(resource_type).objects.filter(_holding(urn, names)).count()
 
 
 def holders(
-    urn: str, resource_type: str, names: Sequence[str] | None = None
+    urn: str, resource_type: str, names: Sequence[str] | None = None, *, lock: bool = False
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """{id: (name, values held)} for every user (or group) holding a value of the schema (or attributes).
 
-    On PostgreSQL the rows stay locked until the transaction ends, so what is
-    exported is exactly what `strip` then removes.
+    With `lock` (inside a transaction), the rows stay locked on PostgreSQL until
+    it ends, so what is exported is exactly what `strip` then removes.
     """
     model = _model(resource_type)
     rows = model.objects.filter(_holding(urn, names)).order_by("pk")
-    if connection.vendor == "postgresql":
+    if lock and connection.vendor == "postgresql":
         rows = rows.select_for_update(no_key=True)
     label = "user_name" if model is User else "display_name"
     result: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -577,7 +601,7 @@ __all__ = [
     "definitions",
     "drop_index",
     "forget",
-    "holder_counts",
+    "holder_count",
     "holders",
     "strip",
     "value_expression",

@@ -945,7 +945,7 @@ def _remove_values(
     A handful of statements whatever the number of holders; each holder gets a
     new version and an `updated` ChangeEvent, since its SCIM representation changes.
     """
-    held = extensions.holders(schema.urn, schema.resource_type, names)
+    held = extensions.holders(schema.urn, schema.resource_type, names, lock=True)
     if not held:
         return None
     users = schema.resource_type == ExtensionSchema.ResourceType.USER

@@ -1,4 +1,4 @@
-"""Operator-defined extension schemas over SCIM: discovery, validation, filters, sorting, PATCH, projection."""
+"""Operator-defined extension schemas over SCIM: discovery, validation, filters, sorting, PATCH."""
 
 from http import HTTPStatus
 from typing import Any
