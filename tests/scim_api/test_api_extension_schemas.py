@@ -6,10 +6,14 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
-from directory import services
+from directory import extensions, services
 from directory.actors import Actor
 from directory.models import ExtensionSchema, User
+from scim_api.filters import compile_filter
+from scim_api.schema import get_registry
+from tests.directory.test_admin_extension_schemas import add_attribute, schema_form
 from tests.scim_api.conftest import Scim, patch_op
 
 pytestmark = pytest.mark.django_db
@@ -440,3 +444,136 @@ def test_group_extension_create_filter_sort_and_patch(scim: Scim, project: Exten
     )
     assert patched.status == HTTPStatus.NO_CONTENT, patched
     assert _ids(scim.get("Groups", filter=f"{PROJECT}:budget gt 400")) == [ids[1]]
+
+
+# --- the proof: defined in the admin, used over SCIM ------------------------------------------
+
+
+def test_a_schema_defined_in_the_admin_is_used_over_scim(admin_client_logged_in: Any, scim: Scim) -> None:
+    urn = "urn:example:scim:schemas:badges:1.0:User"
+    form = schema_form(urn=urn, name="Badges")
+    add_attribute(form, name="badgeId", required="on", uniqueness="server")
+    add_attribute(form, name="level", type="integer")
+    add_attribute(form, name="site", canonical_values="Paris\nOslo")
+    saved = admin_client_logged_in.post(reverse("admin:directory_extensionschema_add"), form)
+    assert saved.status_code == HTTPStatus.FOUND, saved.content.decode()[:3000]
+
+    assert scim.get(f"Schemas/{urn}").body["attributes"][0]["uniqueness"] == "server"
+    assert {"schema": urn, "required": False} in scim.get("ResourceTypes/User").body["schemaExtensions"]
+
+    ids = {}
+    for name, badge, level in (("ann", "A-1", 1), ("ben", "B-2", 3), ("cat", "C-3", 2)):
+        created = scim.post(
+            "Users", {"schemas": [CORE, urn], "userName": name, urn: {"badgeId": badge, "level": level}}
+        )
+        assert created.status == HTTPStatus.CREATED, created
+        assert created.body[urn] == {"badgeId": badge, "level": level}
+        ids[name] = created.body["id"]
+
+    assert _ids(scim.get("Users", filter=f'{urn}:badgeId eq "b-2"')) == [ids["ben"]]
+    assert _ids(scim.get("Users", filter=f'{urn}:badgeId co "-"', sortBy="userName")) == list(ids.values())
+    assert _ids(scim.get("Users", filter=f"{urn}:level gt 1", sortBy="userName")) == [ids["ben"], ids["cat"]]
+    assert _ids(scim.get("Users", sortBy=f"{urn}:level", sortOrder="descending")) == [
+        ids["ben"],
+        ids["cat"],
+        ids["ann"],
+    ]
+
+    with_path = scim.patch(
+        f"Users/{ids['ann']}", patch_op({"op": "replace", "path": f"{urn}:level", "value": 9})
+    )
+    assert with_path.status == HTTPStatus.OK, with_path
+    without_path = scim.patch(
+        f"Users/{ids['ann']}", patch_op({"op": "add", "value": {urn: {"site": "oslo"}}})
+    )
+    assert without_path.status == HTTPStatus.OK, without_path
+    assert without_path.body[urn] == {"badgeId": "A-1", "level": 9, "site": "Oslo"}
+    assert _ids(scim.get("Users", filter=f"{urn}:level ge 9")) == [ids["ann"]]
+
+    errors = [
+        (scim.post("Users", {"userName": "d", urn: {"badgeId": "D", "level": "high"}}), 400, "invalidValue"),
+        (scim.post("Users", {"userName": "e", urn: {"level": 1}}), 400, "invalidValue"),
+        (scim.post("Users", {"userName": "f", urn: {"badgeId": "a-1"}}), 409, "uniqueness"),
+        (scim.post("Users", {"userName": "g", urn: {"badgeId": "G", "site": "Rome"}}), 400, "invalidValue"),
+        (
+            scim.patch(
+                f"Users/{ids['ben']}", patch_op({"op": "replace", "path": f"{urn}:badgeId", "value": "C-3"})
+            ),
+            409,
+            "uniqueness",
+        ),
+    ]
+    for reply, status, scim_type in errors:
+        assert (reply.status, reply.body["scimType"]) == (status, scim_type), reply
+    assert User.objects.count() == 3
+
+
+def test_hot_get_adds_no_query_with_a_schema_defined(scim: Scim) -> None:
+    user = services.user_create(actor=SYSTEM, user_name="hot")
+    scim.get("Users")  # warm-up: the first request of a client also records its last use
+
+    def queries() -> int:
+        scim.get(f"Users/{user.pk}")  # after a definition change, the first request reloads it
+        with CaptureQueriesContext(connection) as captured:
+            assert scim.get(f"Users/{user.pk}").status == HTTPStatus.OK
+            assert scim.get("Users", filter='userName eq "hot"').status == HTTPStatus.OK
+        return len(captured)
+
+    without = queries()
+    schema = services.extension_schema_create(
+        actor=SYSTEM, urn=HR, name="HR", resource_type="user", attributes=HR_ATTRIBUTES
+    )
+    services.user_update(actor=SYSTEM, user_id=user.pk, extensions={HR: {"badgeId": "B", "level": 1}})
+    assert queries() == without
+    services.extension_schema_delete(actor=SYSTEM, schema_id=schema.pk)
+    assert queries() == without
+
+
+def test_bulk_creates_with_a_unique_custom_attribute_fail_one_by_one(scim: Scim, hr: ExtensionSchema) -> None:
+    operations = [
+        {
+            "method": "POST",
+            "path": "/Users",
+            "bulkId": f"u{n}",
+            "data": {"schemas": [CORE, HR], "userName": f"bulk{n}", HR: {"badgeId": badge}},
+        }
+        for n, badge in enumerate(["X-1", "X-2", "x-1"])
+    ]
+
+    reply = scim.post(
+        "Bulk", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": operations}
+    )
+
+    assert reply.status == HTTPStatus.OK, reply
+    assert [operation["status"] for operation in reply.body["Operations"]] == ["201", "201", "409"]
+    assert sorted(User.objects.values_list("user_name", flat=True)) == ["bulk0", "bulk1"]
+
+
+@pytest.mark.postgres
+def test_filters_on_custom_attributes_use_their_expression_indexes(hr: ExtensionSchema) -> None:
+    User.objects.bulk_create(
+        [
+            User(
+                user_name=f"u{n}",
+                extensions={HR: {"badgeId": f"Badge-{n}", "level": n % 1000, "costRate": n / 7}},
+            )
+            for n in range(5000)
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {User._meta.db_table}")
+    user_type = get_registry().resource_type("User")
+    indexes = {attribute.name: extensions.index_name(attribute.pk) for attribute in hr.attributes.all()}
+
+    by_badge = User.objects.filter(compile_filter(f'{HR}:badgeId eq "BADGE-4242"', user_type))
+    by_level = User.objects.filter(compile_filter(f"{HR}:level ge 998", user_type))
+    by_rate = User.objects.filter(compile_filter(f"{HR}:costRate lt 0.5", user_type))
+
+    assert [user.user_name for user in by_badge] == ["u4242"]
+    assert sorted(user.user_name for user in by_level) == sorted(
+        f"u{n}" for n in range(5000) if n % 1000 >= 998
+    )
+    assert sorted(user.user_name for user in by_rate) == ["u0", "u1", "u2", "u3"]
+    assert indexes["badgeId"] in by_badge.explain()
+    assert indexes["level"] in by_level.explain()
+    assert indexes["costRate"] in by_rate.explain()
