@@ -13,7 +13,7 @@ value stored before its attribute was declared never makes a query fail.
 from typing import Any
 
 from django.db import NotSupportedError
-from django.db.models import BooleanField, DecimalField, F, Func
+from django.db.models import BooleanField, DecimalField, F, Func, Q, TextField
 from django.db.models.fields.json import KeyTextTransform, compile_json_path
 
 
@@ -109,4 +109,86 @@ class NumberValue(Func):
         raise NotSupportedError(f"Numbers are not implemented on {connection.vendor}")
 
 
-__all__ = ["JSONBoolean", "JSONNumber", "JSONText", "NumberValue"]
+class JSONElement(Func):
+    """One element of the array JSONArrayAny walks, typed like _JSONScalar (NULL for another JSON type).
+
+    Only meaningful inside JSONArrayAny's condition, which names the element row.
+    """
+
+    def __init__(self, type_: str) -> None:
+        super().__init__()
+        self.type = type_
+        self.output_field = {"number": DecimalField(), "boolean": BooleanField()}.get(type_, TextField())
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        item = f"{_ELEMENT}.item"
+        if self.type == "number":
+            return f"(CASE WHEN jsonb_typeof({item}) = 'number' THEN ({item} #>> '{{}}')::numeric END)", []
+        if self.type == "boolean":
+            return f"(CASE WHEN jsonb_typeof({item}) = 'boolean' THEN ({item} #>> '{{}}')::boolean END)", []
+        return f"(CASE WHEN jsonb_typeof({item}) = 'string' THEN {item} #>> '{{}}' END)", []
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        kind, value = f"{_ELEMENT}.type", f"{_ELEMENT}.value"
+        if self.type == "number":
+            return f"(CASE WHEN {kind} IN ('integer', 'real') THEN {value} END)", []
+        if self.type == "boolean":
+            return f"(CASE {kind} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)", []
+        return f"(CASE WHEN {kind} = 'text' THEN {value} END)", []
+
+    def as_sql(self, compiler: Any, connection: Any, *args: Any, **extra: Any) -> tuple[str, list[Any]]:
+        raise NotSupportedError(f"JSON values are not implemented on {connection.vendor}")
+
+
+_ELEMENT = "scim_element"
+
+
+class JSONArrayAny(Func):
+    """EXISTS an element of the JSON array at `keys` for which `condition` (a Q on JSONElement) holds.
+
+    A correlated EXISTS over jsonb_array_elements (PostgreSQL) or json_each
+    (SQLite): one SQL query, never the rows in Python. Not indexed.
+    """
+
+    output_field = BooleanField()
+    conditional = True
+
+    def __init__(self, field: str, keys: list[str], condition: Q) -> None:
+        super().__init__(F(field))
+        self.keys = list(keys)
+        self.condition: Any = condition
+
+    def resolve_expression(self, *args: Any, **kwargs: Any) -> "JSONArrayAny":
+        resolved: JSONArrayAny = super().resolve_expression(*args, **kwargs)
+        resolved.condition = self.condition.resolve_expression(*args, **kwargs)
+        return resolved
+
+    def _condition(self, compiler: Any) -> tuple[str, list[Any]]:
+        sql, params = compiler.compile(self.condition)
+        return sql or "1 = 1", list(params)
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        column, params = compiler.compile(self.get_source_expressions()[0])
+        condition, condition_params = self._condition(compiler)
+        array = f"{column} #> %s"
+        sql = (
+            f"EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof({array}) = 'array'"
+            f" THEN {array} END) AS {_ELEMENT}(item) WHERE {condition})"
+        )
+        return sql, [*params, self.keys, *params, self.keys, *condition_params]
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        column, params = compiler.compile(self.get_source_expressions()[0])
+        condition, condition_params = self._condition(compiler)
+        path = compile_json_path(self.keys)
+        sql = (
+            f"EXISTS (SELECT 1 FROM json_each(CASE WHEN JSON_TYPE({column}, %s) = 'array'"
+            f" THEN JSON_EXTRACT({column}, %s) END) AS {_ELEMENT} WHERE {condition})"
+        )
+        return sql, [*params, path, *params, path, *condition_params]
+
+    def as_sql(self, compiler: Any, connection: Any, *args: Any, **extra: Any) -> tuple[str, list[Any]]:
+        raise NotSupportedError(f"JSON arrays are not implemented on {connection.vendor}")
+
+
+__all__ = ["JSONArrayAny", "JSONBoolean", "JSONElement", "JSONNumber", "JSONText", "NumberValue"]

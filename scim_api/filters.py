@@ -78,7 +78,7 @@ from django.db.models.lookups import (
 )
 from django.utils.dateparse import parse_date, parse_datetime
 
-from directory.json_sql import JSONBoolean, JSONNumber, JSONText, NumberValue
+from directory.json_sql import JSONArrayAny, JSONBoolean, JSONElement, JSONNumber, JSONText, NumberValue
 from directory.models import Group, Membership, User, UserValue
 from scim_api.filter_parser import (
     And,
@@ -467,6 +467,8 @@ class _Compiler:
     def comparison(self, node: Comparison) -> Q:
         path = self.resolve(node.path)
         attribute, sub, label = path.attribute, path.sub_attribute, str(path)
+        if attribute.storage == "json":
+            return self.json_list(attribute, label, node.op, node.value)
         if attribute.storage != "column":
             return self.multi_valued(path, node.op, node.value)
         if attribute.multi_valued:
@@ -516,6 +518,15 @@ class _Compiler:
             ),
             op,
             value,
+        )
+
+    def json_list(self, attribute: Attribute, label: str, op: str, value: Literal_) -> Q:
+        """A list of simple values in a JSON document: some element matches (`ne`: none equals)."""
+        document, *keys = (attribute.column or "").split("__")
+        kind = _json_kind(attribute)
+        element = Column(JSONElement(kind), kind, True, attribute.case_exact, True, label)
+        return _normalised(
+            lambda op_, value_: Q(JSONArrayAny(document, keys, _compare(element, op_, value_))), op, value
         )
 
     def value_path(self, node: ValuePath) -> Q:

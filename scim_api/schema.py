@@ -14,6 +14,8 @@ Each Attribute carries the RFC 7643 §7 characteristics plus a storage hint:
 - `storage`: how a multi-valued attribute is stored ("values" = UserValue rows
   of kind `name`, "groups" = the user's memberships, "members" = a group's
   memberships); its sub-attributes' `column` is then relative to that row.
+  "json" is a list of simple values kept in a JSON document at `column`
+  (operator-defined multi-valued attributes).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ AttrType = Literal["string", "boolean", "decimal", "integer", "dateTime", "refer
 Mutability = Literal["readOnly", "readWrite", "immutable", "writeOnly"]
 Returned = Literal["always", "never", "default", "request"]
 Uniqueness = Literal["none", "server", "global"]
-Storage = Literal["column", "values", "groups", "members"]
+Storage = Literal["column", "values", "groups", "members", "json"]
 
 
 @dataclass(frozen=True)
@@ -609,8 +611,9 @@ def _custom_schema(schema: SchemaDefinition) -> Schema:
 
 
 def _custom_attribute(urn: str, attribute: AttributeDefinition) -> Attribute:
-    # Single-valued values are read from the `extensions` JSON by key, as filters, sorting
-    # and the expression indexes expect (directory.json_sql); lists are not filterable.
+    # Values are read from the `extensions` JSON by key, as filters, sorting and the
+    # expression indexes expect (directory.json_sql). A value never returned is not
+    # filterable either: filters would let a client probe it.
     return Attribute(
         attribute.name,
         attribute.type,  # type: ignore[arg-type]
@@ -623,8 +626,9 @@ def _custom_attribute(urn: str, attribute: AttributeDefinition) -> Attribute:
         canonical_values=attribute.canonical_values,
         reference_types=("external",) if attribute.type == "reference" else (),
         description=attribute.description or attribute.name,
-        column=None if attribute.multi_valued else f"extensions__{urn}__{attribute.name}",
-        filterable=not attribute.multi_valued,
+        column=f"extensions__{urn}__{attribute.name}",
+        storage="json" if attribute.multi_valued else "column",
+        filterable=attribute.returned != "never",
     )
 
 

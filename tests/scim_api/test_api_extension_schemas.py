@@ -272,6 +272,7 @@ def test_write_only_value_survives_a_patch_that_never_saw_it(scim: Scim, hr: Ext
 def people(scim: Scim, hr: ExtensionSchema) -> dict[str, str]:
     rows = {
         "ann": {
+            "tags": ["red"],
             "badgeId": "A-100",
             "level": 1,
             "costRate": 10.5,
@@ -285,7 +286,7 @@ def people(scim: Scim, hr: ExtensionSchema) -> dict[str, str]:
             "remote": False,
             "startDate": "2023-06-01T12:00:00+02:00",
         },
-        "cat": {"badgeId": "c-300", "level": 2, "site": "Oslo"},
+        "cat": {"badgeId": "c-300", "level": 2, "site": "Oslo", "tags": ["Blue", "green"], "pin": "42"},
         "dan": {"badgeId": "D-400"},
     }
     return {name: _user(scim, name, **values)["id"] for name, values in rows.items()}
@@ -309,6 +310,11 @@ def people(scim: Scim, hr: ExtensionSchema) -> dict[str, str]:
         (f"{HR}:remote eq false", ["ben"]),
         (f'{HR}:startDate gt "2021-01-01T00:00:00Z"', ["ben"]),
         (f'{HR}:site eq "oslo"', ["cat"]),
+        (f'{HR}:tags eq "blue"', ["cat"]),
+        (f'{HR}:tags sw "GR"', ["cat"]),
+        (f'{HR}:tags ne "red"', ["ben", "cat", "dan"]),
+        (f"{HR}:tags pr", ["ann", "cat"]),
+        (f'{HR}:tags eq "red" or {HR}:tags eq "green"', ["ann", "cat"]),
     ],
 )
 def test_filters_on_custom_attributes(
@@ -324,7 +330,8 @@ def test_filters_on_custom_attributes(
     [
         (f'{HR}:level gt "high"', "expected a number"),
         (f'{HR}:level co "1"', "'co' operator cannot be used"),
-        (f'{HR}:tags eq "a"', "cannot be used in a filter"),
+        (f'{HR}:pin eq "42"', "cannot be used in a filter"),
+        (f'{HR}:tags[value eq "a"]', "is not a complex attribute"),
         (f'{HR}:nothing eq "a"', "is not an attribute"),
     ],
 )
@@ -346,6 +353,10 @@ def test_sort_by_custom_attributes_puts_missing_values_last(scim: Scim, people: 
     assert ascending == [people[name] for name in ("ann", "cat", "ben", "dan")]
     assert descending == [people[name] for name in ("ben", "cat", "ann", "dan")]
     assert by_badge == [people[name] for name in ("dan", "cat", "ben", "ann")]
+    for unsortable in ("tags", "pin"):
+        reply = scim.get("Users", sortBy=f"{HR}:{unsortable}")
+        assert reply.status == HTTPStatus.BAD_REQUEST, reply
+        assert reply.body["scimType"] == "invalidValue"
 
 
 def test_filter_query_count_is_one_select_with_a_schema_defined(scim: Scim, people: dict[str, str]) -> None:
