@@ -39,7 +39,7 @@ from django.utils.dateparse import parse_datetime
 
 from directory.exceptions import InvalidValue, UniquenessConflict
 from directory.json_sql import JSONBoolean, JSONNumber, JSONText, NumberValue
-from directory.models import ExtensionAttribute, ExtensionSchema, Group, User
+from directory.models import AuditEntry, ChangeEvent, ExtensionAttribute, ExtensionSchema, Group, User
 
 # How stale a process's copy may be, at most, after another process changed a definition.
 CHECK_SECONDS = 1.0
@@ -525,59 +525,155 @@ def holders(
 
 
 def strip(
-    urn: str, resource_type: str, ids: Sequence[str], names: Sequence[str] | None
-) -> list[tuple[uuid.UUID, int]]:
-    """Remove the schema's object (or the named attributes) from these rows; bump their versions.
+    urn: str,
+    resource_type: str,
+    held: Mapping[str, tuple[str, dict[str, Any]]],
+    names: Sequence[str] | None,
+    *,
+    actor: Any,
+    note: str,
+) -> int:
+    """Remove the schema's object (or the named attributes) from the `held` rows (see `holders`).
 
-    One UPDATE ... RETURNING per statement-sized batch. Returns (id, new version) per row changed.
+    Each row gets a new version, an `updated` ChangeEvent (its SCIM representation
+    changed) and an AuditEntry whose change is [the values removed, `note`].
+    PostgreSQL does it all in one statement whatever the number of rows; SQLite
+    in an UPDATE ... RETURNING per 500 rows and two bulk inserts. Returns how
+    many rows changed.
     """
-    if not ids:
-        return []
+    if not held:
+        return 0
+    if connection.vendor == "postgresql":
+        return _strip_postgresql(urn, resource_type, list(held), names, actor=actor, note=note)
+    return _strip_sqlite(urn, resource_type, held, names, actor=actor, note=note)
+
+
+def _strip_postgresql(
+    urn: str, resource_type: str, ids: list[str], names: Sequence[str] | None, *, actor: Any, note: str
+) -> int:
     model = _model(resource_type)
     table = connection.ops.quote_name(model._meta.db_table)
+    label = "user_name" if model is User else "display_name"
+    if names:
+        inner = "(t.extensions -> %s) - %s::text[]"
+        # The schema's object goes too when no attribute is left in it.
+        new = (
+            f"CASE WHEN {inner} = '{{}}'::jsonb THEN t.extensions - %s"
+            f" ELSE jsonb_set(t.extensions, ARRAY[%s], {inner}) END"
+        )
+        new_params: list[Any] = [urn, list(names), urn, urn, urn, list(names)]
+        held_sql = (
+            "(SELECT jsonb_object_agg(key, value) FROM jsonb_each(extensions -> %s)"
+            " WHERE key = ANY(%s::text[]))"
+        )
+        held_params: list[Any] = [urn, list(names)]
+    else:
+        new, new_params = "t.extensions - %s", [urn]
+        held_sql, held_params = "extensions -> %s", [urn]
     now = timezone.now()
-    changed_rows: list[tuple[uuid.UUID, int]] = []
+    events = connection.ops.quote_name(ChangeEvent._meta.db_table)
+    audit = connection.ops.quote_name(AuditEntry._meta.db_table)
+    # Every part of the statement reads the same snapshot: `old` sees the values before the UPDATE.
+    sql = f"""
+        WITH old AS (
+            SELECT id, LEFT({label}, 255) AS label, {held_sql} AS held FROM {table} WHERE id = ANY(%s::uuid[])
+        ), stripped AS (
+            UPDATE {table} AS t SET extensions = {new}, version = t.version + 1, last_modified = %s
+            FROM old WHERE t.id = old.id RETURNING t.id, t.version, old.label, old.held
+        ), events AS (
+            INSERT INTO {events} (object_type, object_id, kind, version, member_type, member_id, created)
+            SELECT %s, id, %s, version, '', NULL, %s FROM stripped
+        )
+        INSERT INTO {audit}
+            (created, actor_type, actor_id, actor_name, action, object_type, object_id, object_repr, changes)
+        SELECT %s, %s, %s, %s, 'update', %s, id, label,
+            jsonb_build_object('extensions', jsonb_build_array(jsonb_build_object(%s::text, held), %s::text))
+        FROM stripped
+    """
+    params = [
+        *held_params,
+        [uuid.UUID(pk) for pk in ids],
+        *new_params,
+        now,
+        resource_type,
+        ChangeEvent.Kind.UPDATED,
+        now,
+        now,
+        actor.type,
+        actor.id,
+        actor.name,
+        resource_type,
+        urn,
+        note,
+    ]
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            if names:
-                inner = "(extensions -> %s) - %s::text[]"
-                # The schema's object goes too when no attribute is left in it.
-                new = (
-                    f"CASE WHEN {inner} = '{{}}'::jsonb THEN extensions - %s"
-                    f" ELSE jsonb_set(extensions, ARRAY[%s], {inner}) END"
-                )
-                params: list[Any] = [urn, list(names), urn, urn, urn, list(names)]
-            else:
-                new, params = "extensions - %s", [urn]
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
+def _strip_sqlite(
+    urn: str,
+    resource_type: str,
+    held: Mapping[str, tuple[str, dict[str, Any]]],
+    names: Sequence[str] | None,
+    *,
+    actor: Any,
+    note: str,
+) -> int:
+    model = _model(resource_type)
+    table = connection.ops.quote_name(model._meta.db_table)
+    path = compile_path(urn)
+    if names:
+        paths = [compile_path(urn, name) for name in names]
+        removed = f"JSON_REMOVE(extensions, {', '.join(['%s'] * len(paths))})"
+        new = (
+            f"CASE WHEN JSON_EXTRACT({removed}, %s) = '{{}}' THEN JSON_REMOVE(extensions, %s)"
+            f" ELSE {removed} END"
+        )
+        params: list[Any] = [*paths, path, path, *paths]
+    else:
+        new, params = "JSON_REMOVE(extensions, %s)", [path]
+    now = timezone.now()
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    ids = list(held)
+    rows: list[tuple[uuid.UUID, int]] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), 500):
+            chunk = [uuid.UUID(pk).hex for pk in ids[start : start + 500]]
+            marks = ", ".join(["%s"] * len(chunk))
             cursor.execute(
                 f"UPDATE {table} SET extensions = {new}, version = version + 1, last_modified = %s "
-                f"WHERE id = ANY(%s::uuid[]) RETURNING id, version",
-                [*params, now, [uuid.UUID(pk) for pk in ids]],
+                f"WHERE id IN ({marks}) RETURNING id, version",
+                [*params, stamp, *chunk],
             )
-            changed_rows.extend((_uuid(row[0]), row[1]) for row in cursor.fetchall())
-        else:
-            path = compile_path(urn)
-            if names:
-                paths = [compile_path(urn, name) for name in names]
-                removed = f"JSON_REMOVE(extensions, {', '.join(['%s'] * len(paths))})"
-                new = (
-                    f"CASE WHEN JSON_EXTRACT({removed}, %s) = '{{}}' THEN JSON_REMOVE(extensions, %s)"
-                    f" ELSE {removed} END"
-                )
-                params = [*paths, path, path, *paths]
-            else:
-                new, params = "JSON_REMOVE(extensions, %s)", [path]
-            stamp = connection.ops.adapt_datetimefield_value(now)
-            for start in range(0, len(ids), 500):
-                chunk = [uuid.UUID(pk).hex for pk in ids[start : start + 500]]
-                marks = ", ".join(["%s"] * len(chunk))
-                cursor.execute(
-                    f"UPDATE {table} SET extensions = {new}, version = version + 1, last_modified = %s "
-                    f"WHERE id IN ({marks}) RETURNING id, version",
-                    [*params, stamp, *chunk],
-                )
-                changed_rows.extend((_uuid(row[0]), row[1]) for row in cursor.fetchall())
-    return changed_rows
+            rows.extend((_uuid(row[0]), row[1]) for row in cursor.fetchall())
+    ChangeEvent.objects.bulk_create(
+        [
+            ChangeEvent(
+                object_type=resource_type, object_id=pk, kind=ChangeEvent.Kind.UPDATED, version=version
+            )
+            for pk, version in rows
+        ],
+        batch_size=1000,
+    )
+    AuditEntry.objects.bulk_create(
+        [
+            AuditEntry(
+                created=now,
+                actor_type=actor.type,
+                actor_id=actor.id,
+                actor_name=actor.name,
+                action="update",
+                object_type=resource_type,
+                object_id=pk,
+                object_repr=held[str(pk)][0][:255],
+                changes={"extensions": [{urn: held[str(pk)][1]}, note]},
+            )
+            for pk, _ in rows
+        ],
+        batch_size=1000,
+    )
+    return len(rows)
 
 
 def compile_path(*keys: str) -> str:

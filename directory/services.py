@@ -960,35 +960,9 @@ def _remove_values(
             "users" if users else "groups": {pk: values for pk, (_, values) in held.items()},
         },
     )
-    rows = extensions.strip(schema.urn, schema.resource_type, list(held), names)
-    object_type = ChangeEvent.ObjectType.USER if users else ChangeEvent.ObjectType.GROUP
-    ChangeEvent.objects.bulk_create(
-        [
-            ChangeEvent(object_type=object_type, object_id=pk, kind=ChangeEvent.Kind.UPDATED, version=version)
-            for pk, version in rows
-        ],
-        batch_size=1000,
-    )
-    AuditEntry.objects.bulk_create(
-        [
-            AuditEntry(
-                actor_type=actor.type,
-                actor_id=actor.id,
-                actor_name=actor.name,
-                action="update",
-                object_type=object_type,
-                object_id=pk,
-                object_repr=held[str(pk)][0][:255],
-                changes={"extensions": [{schema.urn: held[str(pk)][1]}, REDACTED_EXPORTED.format(export.pk)]},
-            )
-            for pk, _ in rows
-        ],
-        batch_size=1000,
-    )
+    note = f"[removed with its definition; kept in extension data export {export.pk}]"
+    extensions.strip(schema.urn, schema.resource_type, held, names, actor=actor, note=note)
     return export
-
-
-REDACTED_EXPORTED = "[removed with its schema definition; kept in export #{}]"
 
 
 @transaction.atomic
