@@ -332,6 +332,21 @@ def _object(extensions: Mapping[str, Any] | None, urn: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def redacted(resource_type: str, data: Any, mask: str) -> Any:
+    """`data` (an `extensions` value, or None) with writeOnly attributes' values replaced by `mask`."""
+    if not isinstance(data, dict):
+        return data
+    result = dict(data)
+    for schema in definitions().for_type(resource_type):
+        values = result.get(schema.urn)
+        if not isinstance(values, dict):
+            continue
+        hidden = {a.name for a in schema.attributes if a.mutability == "writeOnly" and a.name in values}
+        if hidden:
+            result[schema.urn] = {name: mask if name in hidden else value for name, value in values.items()}
+    return result
+
+
 # --- expressions and uniqueness ------------------------------------------------------------
 
 
@@ -532,11 +547,13 @@ def strip(
     *,
     actor: Any,
     note: str,
+    hidden: Sequence[str] = (),
 ) -> int:
     """Remove the schema's object (or the named attributes) from the `held` rows (see `holders`).
 
     Each row gets a new version, an `updated` ChangeEvent (its SCIM representation
-    changed) and an AuditEntry whose change is [the values removed, `note`].
+    changed) and an AuditEntry whose change is [the values removed, `note`],
+    without the `hidden` (writeOnly) attributes' values.
     PostgreSQL does it all in one statement whatever the number of rows; SQLite
     in an UPDATE ... RETURNING per 500 rows and two bulk inserts. Returns how
     many rows changed.
@@ -544,12 +561,19 @@ def strip(
     if not held:
         return 0
     if connection.vendor == "postgresql":
-        return _strip_postgresql(urn, resource_type, list(held), names, actor=actor, note=note)
-    return _strip_sqlite(urn, resource_type, held, names, actor=actor, note=note)
+        return _strip_postgresql(urn, resource_type, list(held), names, actor=actor, note=note, hidden=hidden)
+    return _strip_sqlite(urn, resource_type, held, names, actor=actor, note=note, hidden=hidden)
 
 
 def _strip_postgresql(
-    urn: str, resource_type: str, ids: list[str], names: Sequence[str] | None, *, actor: Any, note: str
+    urn: str,
+    resource_type: str,
+    ids: list[str],
+    names: Sequence[str] | None,
+    *,
+    actor: Any,
+    note: str,
+    hidden: Sequence[str],
 ) -> int:
     model = _model(resource_type)
     table = connection.ops.quote_name(model._meta.db_table)
@@ -576,7 +600,8 @@ def _strip_postgresql(
     # Every part of the statement reads the same snapshot: `old` sees the values before the UPDATE.
     sql = f"""
         WITH old AS (
-            SELECT id, LEFT({label}, 255) AS label, {held_sql} AS held FROM {table} WHERE id = ANY(%s::uuid[])
+            SELECT id, LEFT({label}, 255) AS label, ({held_sql}) - %s::text[] AS held
+            FROM {table} WHERE id = ANY(%s::uuid[])
         ), stripped AS (
             UPDATE {table} AS t SET extensions = {new}, version = t.version + 1, last_modified = %s
             FROM old WHERE t.id = old.id RETURNING t.id, t.version, old.label, old.held
@@ -592,6 +617,7 @@ def _strip_postgresql(
     """
     params = [
         *held_params,
+        list(hidden),
         [uuid.UUID(pk) for pk in ids],
         *new_params,
         now,
@@ -619,6 +645,7 @@ def _strip_sqlite(
     *,
     actor: Any,
     note: str,
+    hidden: Sequence[str],
 ) -> int:
     model = _model(resource_type)
     table = connection.ops.quote_name(model._meta.db_table)
@@ -667,13 +694,17 @@ def _strip_sqlite(
                 object_type=resource_type,
                 object_id=pk,
                 object_repr=held[str(pk)][0][:255],
-                changes={"extensions": [{urn: held[str(pk)][1]}, note]},
+                changes={"extensions": [{urn: _without(held[str(pk)][1], hidden)}, note]},
             )
             for pk, _ in rows
         ],
         batch_size=1000,
     )
     return len(rows)
+
+
+def _without(values: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if key not in names}
 
 
 def compile_path(*keys: str) -> str:

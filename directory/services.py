@@ -157,6 +157,7 @@ def _object_type(obj: User | Group) -> ChangeEvent.ObjectType:
 
 
 def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]) -> AuditEntry:
+    changes = _redact_extensions(_object_type(obj), changes)
     return AuditEntry.objects.create(
         actor_type=actor.type,
         actor_id=actor.id,
@@ -167,6 +168,14 @@ def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]
         object_repr=str(obj)[:255],
         changes=changes,
     )
+
+
+def _redact_extensions(resource_type: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` with the values of writeOnly extension attributes hidden, as passwords are."""
+    if "extensions" not in changes:
+        return changes
+    sides = [extensions.redacted(resource_type, side, REDACTED) for side in changes["extensions"]]
+    return {**changes, "extensions": sides}
 
 
 # Row locks are FOR NO KEY UPDATE: they serialise writers of the same object
@@ -349,6 +358,7 @@ def _prepare_user(
         for field in sorted(USER_FIELDS)
         if getattr(user, field) != getattr(blank, field)
     }
+    changes = _redact_extensions("user", changes)
     changes.update({kind: [None, items] for kind, items in clean_values.items() if items})
     if password:
         changes["password"] = [None, REDACTED]
@@ -961,7 +971,10 @@ def _remove_values(
         },
     )
     note = f"[removed with its definition; kept in extension data export {export.pk}]"
-    extensions.strip(schema.urn, schema.resource_type, held, names, actor=actor, note=note)
+    hidden = [
+        a.name for a in schema.attributes.all() if a.mutability == ExtensionAttribute.Mutability.WRITE_ONLY
+    ]
+    extensions.strip(schema.urn, schema.resource_type, held, names, actor=actor, note=note, hidden=hidden)
     return export
 
 

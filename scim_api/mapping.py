@@ -452,6 +452,11 @@ def _custom_object(
             continue  # clients built on scim2-models repeat the extension's id inside it
         attribute = schema.attribute(key)
         if attribute is None:
+            # A value stored before the schema was declared comes back as it is (from GET, or in a
+            # PATCH result): only a new one is refused.
+            if mode == "patch" or (key in stored and stored[key] == value):
+                obj[key] = value
+                continue
             raise InvalidValue(f"'{key}' is not an attribute of {schema.id}", field=key)
         if mode != "patch" and attribute.mutability == "readOnly":
             continue

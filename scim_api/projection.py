@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from scim_api.exceptions import ScimError
@@ -108,8 +109,13 @@ class Projection:
             for path in self.excluded
         )
 
+    @cached_property
+    def _rules(self) -> dict[tuple[str, str], str]:
+        # Once per request, not per resource of a page.
+        return _returned_rules(self.resource_type)
+
     def apply(self, resource: dict[str, Any]) -> dict[str, Any]:
-        rules = _returned_rules(self.resource_type)
+        rules = self._rules
         if not self.selected and not self.excluded and not rules:
             # Rendered representations never carry password: nothing to copy or remove.
             return resource

@@ -410,3 +410,23 @@ def test_indexes_follow_the_attributes() -> None:
 
     services.extension_schema_delete(actor=SYSTEM, schema_id=schema.pk)
     assert not extensions.index_exists(User, ids["badgeId"])
+
+
+def test_write_only_values_are_redacted_in_the_audit_trail() -> None:
+    schema = _schema(
+        attributes=[{"name": "badgeId"}, {"name": "pin", "mutability": "writeOnly", "returned": "never"}]
+    )
+    user = _user("ada", badgeId="A", pin="1234")
+    services.user_update(actor=SYSTEM, user_id=user.pk, extensions={HR: {"badgeId": "A", "pin": "9999"}})
+    services.extension_schema_delete(actor=SYSTEM, schema_id=schema.pk)
+
+    entries = AuditEntry.objects.filter(object_id=user.pk).order_by("id")
+    created, updated, stripped = (entry.changes["extensions"] for entry in entries)
+    assert created[1] == {HR: {"badgeId": "A", "pin": "[redacted]"}}
+    assert updated == [
+        {HR: {"badgeId": "A", "pin": "[redacted]"}},
+        {HR: {"badgeId": "A", "pin": "[redacted]"}},
+    ]
+    assert stripped[0] == {HR: {"badgeId": "A"}}
+    assert "1234" not in str(list(entries.values_list("changes", flat=True)))
+    assert ExtensionDataExport.objects.get().data["users"][str(user.pk)] == {"badgeId": "A", "pin": "9999"}

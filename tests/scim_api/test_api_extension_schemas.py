@@ -588,3 +588,22 @@ def test_filters_on_custom_attributes_use_their_expression_indexes(hr: Extension
     assert indexes["badgeId"] in by_badge.explain()
     assert indexes["level"] in by_level.explain()
     assert indexes["costRate"] in by_rate.explain()
+
+
+def test_values_stored_before_the_schema_was_declared_do_not_block_writes(scim: Scim) -> None:
+    user = services.user_create(actor=SYSTEM, user_name="early", extensions={HR: {"level": "senior", "x": 1}})
+    services.extension_schema_create(
+        actor=SYSTEM, urn=HR, name="HR", resource_type="user", attributes=HR_ATTRIBUTES
+    )
+    path = f"Users/{user.pk}"
+
+    patched = scim.patch(path, patch_op({"op": "add", "path": f"{HR}:badgeId", "value": "E-1"}))
+    assert patched.status == HTTPStatus.OK, patched
+    assert patched.body[HR] == {"level": "senior", "x": 1, "badgeId": "E-1"}
+    echoed = scim.put(path, {key: value for key, value in patched.body.items() if key != "meta"})
+    assert echoed.status == HTTPStatus.OK, echoed
+    new_unknown = scim.put(path, {"schemas": [CORE, HR], "userName": "early", HR: {"badgeId": "E-1", "y": 2}})
+    assert new_unknown.status == HTTPStatus.BAD_REQUEST, new_unknown
+    assert "'y' is not an attribute" in new_unknown.body["detail"]
+    bad_type = scim.patch(path, patch_op({"op": "replace", "path": f"{HR}:level", "value": "junior"}))
+    assert bad_type.status == HTTPStatus.BAD_REQUEST, bad_type
