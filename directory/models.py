@@ -310,13 +310,18 @@ class AuditEntry(models.Model):
         SCIM_CLIENT = "scim_client", "SCIM client"
         SYSTEM = "system"
 
+    class ObjectType(models.TextChoices):
+        USER = "user"
+        GROUP = "group"
+        SCHEMA = "schema", "extension schema"
+
     id = models.BigAutoField(primary_key=True)
     created = models.DateTimeField(default=now)
     actor_type = models.CharField(max_length=16, choices=ActorType.choices)
     actor_id = models.CharField(max_length=64, blank=True, default="")
     actor_name = models.CharField(max_length=255, blank=True, default="")
     action = models.CharField(max_length=32)
-    object_type = models.CharField(max_length=16, choices=ChangeEvent.ObjectType.choices)
+    object_type = models.CharField(max_length=16, choices=ObjectType.choices)
     object_id = models.UUIDField()
     object_repr = models.CharField(max_length=255, blank=True, default="")
     # {"field": [old, new]} for updates; {"members_added": [...]} for memberships.
@@ -337,3 +342,215 @@ class AuditEntry(models.Model):
 
     def changed_fields(self) -> list[str]:
         return sorted(self.changes) if isinstance(self.changes, dict) else []
+
+
+# --- operator-defined extension schemas -------------------------------------------------
+
+# RFC 8141's shape (urn:<NID>:<NSS>), without characters that would need quoting in a
+# JSON path or a SQL identifier; `__` is Django's lookup separator and a trailing ':'
+# would make `<urn>:<attribute>` paths ambiguous, so both are refused separately.
+EXTENSION_URN_PATTERN = r"^urn:[A-Za-z0-9][A-Za-z0-9-]{0,31}:[A-Za-z0-9()+,.:=@;$!*'%/?#_-]+$"
+# The schemas this server defines itself, and the SCIM protocol's own namespaces.
+RESERVED_URN_PATTERN = (
+    r"^urn:ietf:params:scim:(api:|schemas:core:|schemas:extension:enterprise:2\.0:user(:|$)"
+    r"|schemas:extension:microsoft:entra:2\.0:(user|group)(:|$))"
+)
+# RFC 7643 §2.1 ATTRNAME; `__` is refused as in URNs.
+ATTRIBUTE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+
+class ExtensionResourceType(models.TextChoices):
+    USER = "user", "User"
+    GROUP = "group", "Group"
+
+
+class ExtensionSchema(models.Model):
+    """An extension schema an operator defined, for users or for groups.
+
+    Its attributes' values live in the resource's `extensions` JSON under the
+    schema's URN. The SCIM API serves it in /Schemas and /ResourceTypes and
+    validates, filters and sorts on it; directory.extensions caches the
+    definitions. `urn` and `resource_type` never change after creation (stored
+    values are keyed by them).
+    """
+
+    ResourceType = ExtensionResourceType
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    urn = models.CharField("URN", max_length=255)
+    name = models.CharField(max_length=64)
+    description = models.TextField(blank=True, default="")
+    resource_type = models.CharField(max_length=8, choices=ExtensionResourceType.choices)
+    # RFC 7643 §6 schemaExtensions.required: every resource of the type must carry it.
+    required = models.BooleanField(
+        default=False,
+        help_text="Every user or group created or replaced over SCIM must carry this extension.",
+    )
+    created = models.DateTimeField(default=now, editable=False)
+    last_modified = models.DateTimeField(default=now, editable=False)
+
+    class Meta:
+        verbose_name = "extension schema"
+        ordering = ["resource_type", "urn"]
+        constraints = [
+            # Schema URIs compare case-insensitively (RFC 7643 §2.1 attribute names, URN NIDs).
+            models.UniqueConstraint(
+                Lower("urn"),
+                name="directory_extschema_urn_ci_unique",
+                violation_error_message="An extension schema with this URN already exists (ignoring case).",
+            ),
+            models.CheckConstraint(
+                condition=Q(urn__regex=EXTENSION_URN_PATTERN)
+                & ~Q(urn__contains="__")
+                & ~Q(urn__endswith=":"),
+                name="directory_extschema_urn_format",
+                violation_error_message="The URN must look like urn:<namespace>:<name>, e.g. "
+                "urn:example:hr:1.0:User (no spaces, no '__', no trailing ':').",
+            ),
+            models.CheckConstraint(
+                condition=~Q(urn__iregex=RESERVED_URN_PATTERN),
+                name="directory_extschema_urn_not_reserved",
+                violation_error_message="This URN belongs to a schema the server defines itself.",
+            ),
+            models.CheckConstraint(
+                condition=Q(resource_type__in=ExtensionResourceType.values),
+                name="directory_extschema_resource_type_valid",
+            ),
+            models.CheckConstraint(condition=~Q(name=""), name="directory_extschema_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.urn
+
+
+class ExtensionAttribute(models.Model):
+    """One attribute of an ExtensionSchema, with its RFC 7643 §7 characteristics.
+
+    `name`, `type` and `multi_valued` never change after creation: they decide
+    how stored values read. Single-valued attributes get an expression index on
+    their value (unique when uniqueness is server or global), named after the
+    row's id; directory.extensions creates and drops it.
+    """
+
+    class Type(models.TextChoices):
+        STRING = "string"
+        BOOLEAN = "boolean"
+        INTEGER = "integer"
+        DECIMAL = "decimal"
+        DATE_TIME = "dateTime", "dateTime"
+        REFERENCE = "reference"
+
+    class Mutability(models.TextChoices):
+        READ_WRITE = "readWrite", "readWrite"
+        READ_ONLY = "readOnly", "readOnly (set by operators only)"
+        IMMUTABLE = "immutable", "immutable"
+        WRITE_ONLY = "writeOnly", "writeOnly"
+
+    class Returned(models.TextChoices):
+        DEFAULT = "default"
+        ALWAYS = "always"
+        REQUEST = "request"
+        NEVER = "never"
+
+    class Uniqueness(models.TextChoices):
+        NONE = "none"
+        SERVER = "server"
+        GLOBAL = "global"
+
+    id = models.BigAutoField(primary_key=True)
+    schema = models.ForeignKey(ExtensionSchema, on_delete=models.CASCADE, related_name="attributes")
+    name = models.CharField(max_length=64)
+    description = models.TextField(blank=True, default="")
+    type = models.CharField(max_length=16, choices=Type.choices, default=Type.STRING)
+    multi_valued = models.BooleanField("multiValued", default=False)
+    required = models.BooleanField(default=False)
+    mutability = models.CharField(max_length=16, choices=Mutability.choices, default=Mutability.READ_WRITE)
+    returned = models.CharField(max_length=16, choices=Returned.choices, default=Returned.DEFAULT)
+    uniqueness = models.CharField(max_length=16, choices=Uniqueness.choices, default=Uniqueness.NONE)
+    case_exact = models.BooleanField("caseExact", default=False)
+    canonical_values = models.JSONField("canonicalValues", default=list, blank=True)
+    # The order attributes are listed in /Schemas.
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "extension attribute"
+        ordering = ["schema", "position", "id"]
+        constraints = [
+            # RFC 7643 §2.1: attribute names are case-insensitive.
+            models.UniqueConstraint(
+                F("schema"),
+                Lower("name"),
+                name="directory_extattr_name_ci_unique",
+                violation_error_message="This schema already has an attribute of this name (ignoring case).",
+            ),
+            models.CheckConstraint(
+                condition=Q(name__regex=ATTRIBUTE_NAME_PATTERN) & ~Q(name__contains="__"),
+                name="directory_extattr_name_format",
+                violation_error_message="An attribute name starts with a letter and has only letters, "
+                "digits, '-' and '_' (no '__'), at most 64 characters.",
+            ),
+            models.CheckConstraint(
+                condition=Q(type__in=["string", "boolean", "integer", "decimal", "dateTime", "reference"]),
+                name="directory_extattr_type_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(mutability__in=["readWrite", "readOnly", "immutable", "writeOnly"]),
+                name="directory_extattr_mutability_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(returned__in=["default", "always", "request", "never"]),
+                name="directory_extattr_returned_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(uniqueness__in=["none", "server", "global"]),
+                name="directory_extattr_uniqueness_valid",
+            ),
+            # RFC 7643 §7: a writeOnly value is never returned.
+            models.CheckConstraint(
+                condition=~Q(mutability="writeOnly") | Q(returned="never"),
+                name="directory_extattr_writeonly_never_returned",
+                violation_error_message="A writeOnly attribute must have returned = never.",
+            ),
+            # A unique index holds one value per row; a list has several.
+            models.CheckConstraint(
+                condition=Q(multi_valued=False) | Q(uniqueness="none"),
+                name="directory_extattr_unique_single_valued",
+                violation_error_message="Only single-valued attributes can be unique.",
+            ),
+            models.CheckConstraint(
+                condition=Q(canonical_values=[]) | Q(type__in=["string", "reference"]),
+                name="directory_extattr_canonical_strings",
+                violation_error_message="Only string and reference attributes take canonical values.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schema.urn}:{self.name}" if self.schema_id else self.name
+
+
+class ExtensionDataExport(models.Model):
+    """The values an extension schema (or some of its attributes) held when an operator removed it.
+
+    Written in the same transaction that strips the values from users and
+    groups, so nothing is lost without a copy; downloadable from the admin as
+    JSON. `data` is {"schema": <definition>, "users": {id: values},
+    "groups": {id: values}}.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    created = models.DateTimeField(default=now, editable=False)
+    actor_name = models.CharField(max_length=255, blank=True, default="")
+    urn = models.CharField("URN", max_length=255)
+    # Empty when the whole schema was removed; else the attributes removed.
+    attributes = models.JSONField(default=list, blank=True)
+    user_count = models.PositiveIntegerField(default=0)
+    group_count = models.PositiveIntegerField(default=0)
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        verbose_name = "extension data export"
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        what = f"{self.urn} ({', '.join(self.attributes)})" if self.attributes else self.urn
+        return f"{what} removed {self.created:%Y-%m-%d %H:%M}"

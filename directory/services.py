@@ -14,11 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.hashers import make_password
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from directory import membership_sql
+from directory import extensions, membership_sql
 from directory.actors import Actor
 from directory.exceptions import (
     DirectoryError,
@@ -28,7 +29,16 @@ from directory.exceptions import (
     UniquenessConflict,
     VersionMismatch,
 )
-from directory.models import AuditEntry, ChangeEvent, Group, User, UserValue
+from directory.models import (
+    AuditEntry,
+    ChangeEvent,
+    ExtensionAttribute,
+    ExtensionDataExport,
+    ExtensionSchema,
+    Group,
+    User,
+    UserValue,
+)
 
 # Single-valued User attributes a service accepts, by model field name.
 USER_FIELDS: frozenset[str] = frozenset(
@@ -147,6 +157,7 @@ def _object_type(obj: User | Group) -> ChangeEvent.ObjectType:
 
 
 def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]) -> AuditEntry:
+    changes = _redact_extensions(_object_type(obj), changes)
     return AuditEntry.objects.create(
         actor_type=actor.type,
         actor_id=actor.id,
@@ -157,6 +168,14 @@ def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]
         object_repr=str(obj)[:255],
         changes=changes,
     )
+
+
+def _redact_extensions(resource_type: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` with the values of writeOnly extension attributes hidden, as passwords are."""
+    if "extensions" not in changes:
+        return changes
+    sides = [extensions.redacted(resource_type, side, REDACTED) for side in changes["extensions"]]
+    return {**changes, "extensions": sides}
 
 
 # Row locks are FOR NO KEY UPDATE: they serialise writers of the same object
@@ -193,6 +212,9 @@ def _save_unique(
         with transaction.atomic():
             obj.save(update_fields=update_fields)
     except IntegrityError as exc:
+        conflict = extensions.conflict_from(exc)
+        if conflict is not None:
+            raise conflict from None
         if "unique" in str(exc).lower():
             raise UniquenessConflict(
                 f"{label} {getattr(obj, field)!r} is already taken", field=field
@@ -307,6 +329,7 @@ def user_create(
     user, clean_values, changes = _prepare_user(user_name, password, values, attributes)
     _check_user_name(user.user_name)
     _check_manager(user.manager_id, user_id=None)
+    extensions.check_unique("user", user.extensions, current=None, exclude=None)
     _save_unique(user, field="user_name", label="userName")
     _write_values(user, clean_values, replace=False)
     ChangeEvent.objects.create(**_event_fields(user, ChangeEvent.Kind.CREATED))
@@ -320,6 +343,8 @@ def _prepare_user(
     """A validated, unsaved user, its values and its audit changes; checks that need queries are left out."""
     _check_fields(attributes, USER_FIELDS - {"user_name"}, "User")
     attributes = _check_types(User, {"user_name": user_name, **attributes})
+    if "extensions" in attributes:
+        attributes["extensions"] = extensions.clean("user", attributes["extensions"], current={})
     user_name = attributes.pop("user_name")
     if not user_name.strip():
         raise InvalidValue("userName is required", field="user_name")
@@ -333,6 +358,7 @@ def _prepare_user(
         for field in sorted(USER_FIELDS)
         if getattr(user, field) != getattr(blank, field)
     }
+    changes = _redact_extensions("user", changes)
     changes.update({kind: [None, items] for kind, items in clean_values.items() if items})
     if password:
         changes["password"] = [None, REDACTED]
@@ -456,6 +482,8 @@ def user_update(
     changes = _check_types(User, changes)
     user = _lock_user(user_id)
     _check_version(user, expected_version)
+    if "extensions" in changes:
+        changes["extensions"] = extensions.clean("user", changes["extensions"], current=user.extensions)
 
     diff: dict[str, Any] = {}
     for field, new in changes.items():
@@ -466,6 +494,9 @@ def user_update(
         _check_user_name(changes["user_name"], exclude=user.pk)
     if "manager_id" in diff:
         _check_manager(changes["manager_id"], user_id=user.pk)
+    unique_extension_changed = "extensions" in diff and extensions.check_unique(
+        "user", changes["extensions"], current=user.extensions, exclude=user.pk
+    )
 
     clean_values = normalise_values(values or {})
     if clean_values:
@@ -485,7 +516,9 @@ def user_update(
         user.password = make_password(password) if password else ""
     user.version += 1
     user.last_modified = timezone.now()
-    _save_unique(user, field="user_name", label="userName", renamed="user_name" in diff)
+    _save_unique(
+        user, field="user_name", label="userName", renamed="user_name" in diff or unique_extension_changed
+    )
     changed_kinds = {kind: items for kind, items in clean_values.items() if kind in diff}
     if changed_kinds:
         _write_values(user, changed_kinds, replace=True)
@@ -572,6 +605,9 @@ def group_create(
     attributes = _check_types(Group, {"display_name": display_name, **attributes})
     display_name = attributes.pop("display_name")
     _check_display_name(display_name)
+    if "extensions" in attributes:
+        attributes["extensions"] = extensions.clean("group", attributes["extensions"], current={})
+        extensions.check_unique("group", attributes["extensions"], current=None, exclude=None)
     group = Group(display_name=display_name, **attributes)
     _check_group_kind(group, attributes)
     _save_unique(group, field="display_name", label="Group displayName")
@@ -599,11 +635,16 @@ def group_update(
     changes = _check_types(Group, changes)
     group = _lock_group(group_id)
     _check_version(group, expected_version)
+    if "extensions" in changes:
+        changes["extensions"] = extensions.clean("group", changes["extensions"], current=group.extensions)
     diff = {
         field: [getattr(group, field), new] for field, new in changes.items() if getattr(group, field) != new
     }
     if "display_name" in diff:
         _check_display_name(changes["display_name"], exclude=group.pk)
+    unique_extension_changed = "extensions" in diff and extensions.check_unique(
+        "group", changes["extensions"], current=group.extensions, exclude=group.pk
+    )
     for field, new in changes.items():
         setattr(group, field, new)
     was_mail_enabled = group.mail_enabled
@@ -614,7 +655,12 @@ def group_update(
         return group
     group.version += 1
     group.last_modified = timezone.now()
-    _save_unique(group, field="display_name", label="Group displayName", renamed="display_name" in diff)
+    _save_unique(
+        group,
+        field="display_name",
+        label="Group displayName",
+        renamed="display_name" in diff or unique_extension_changed,
+    )
     ChangeEvent.objects.create(**_event_fields(group, ChangeEvent.Kind.UPDATED))
     _audit(actor, "update", group, diff)
     return group
@@ -783,3 +829,266 @@ def change_events_purge(*, older_than_days: int) -> int:
     cutoff = timezone.now() - timedelta(days=older_than_days)
     deleted, _ = ChangeEvent.objects.filter(processed__lt=cutoff).delete()
     return deleted
+
+
+# --- extension schemas -----------------------------------------------------------------
+
+SCHEMA_FIELDS: frozenset[str] = frozenset({"name", "description", "required"})
+ATTRIBUTE_FIELDS: frozenset[str] = frozenset(
+    {
+        "name",
+        "description",
+        "type",
+        "multi_valued",
+        "required",
+        "mutability",
+        "returned",
+        "uniqueness",
+        "case_exact",
+        "canonical_values",
+    }
+)
+# Fixed once an attribute exists: they decide how its stored values read.
+FIXED_ATTRIBUTE_FIELDS: frozenset[str] = frozenset({"name", "type", "multi_valued"})
+
+
+def _validated(obj: models.Model, *, label: str) -> None:
+    """Model validation (field choices, lengths, the Meta constraints) as InvalidValue."""
+    try:
+        obj.full_clean()
+    except ValidationError as exc:
+        messages = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+        field, texts = next(iter(messages.items()))
+        where = "" if field == "__all__" else f"{field}: "
+        raise InvalidValue(f"{label}: {where}{' '.join(texts)}", field=field) from None
+
+
+def _clean_canonical_values(values: Any) -> list[str]:
+    if values in (None, ""):
+        return []
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise InvalidValue("canonicalValues must be a list of strings", field="canonical_values")
+    clean = [value.strip() for value in values if value.strip()]
+    if len({value.lower() for value in clean}) != len(clean):
+        raise InvalidValue("canonicalValues lists a value twice", field="canonical_values")
+    return clean
+
+
+def _schema_document(schema: ExtensionSchema) -> dict[str, Any]:
+    """The definition as plain data, for audit entries and exports."""
+    return {
+        "urn": schema.urn,
+        "name": schema.name,
+        "description": schema.description,
+        "resource_type": schema.resource_type,
+        "required": schema.required,
+        "attributes": [_attribute_document(attribute) for attribute in schema.attributes.all()],
+    }
+
+
+def _attribute_document(attribute: ExtensionAttribute) -> dict[str, Any]:
+    return {field: getattr(attribute, field) for field in sorted(ATTRIBUTE_FIELDS)}
+
+
+def _audit_schema(actor: Actor, action: str, schema: ExtensionSchema, changes: dict[str, Any]) -> None:
+    AuditEntry.objects.create(
+        actor_type=actor.type,
+        actor_id=actor.id,
+        actor_name=actor.name,
+        action=action,
+        object_type=AuditEntry.ObjectType.SCHEMA,
+        object_id=schema.pk,
+        object_repr=schema.urn[:255],
+        changes=changes,
+    )
+
+
+def _attribute_create(schema: ExtensionSchema, spec: Mapping[str, Any], position: int) -> ExtensionAttribute:
+    _check_fields(spec, ATTRIBUTE_FIELDS, "extension attribute")
+    values = dict(spec)
+    values["canonical_values"] = _clean_canonical_values(values.get("canonical_values"))
+    attribute = ExtensionAttribute(schema=schema, position=position, **values)
+    _validated(attribute, label=f"Attribute {values.get('name', '')!r}")
+    attribute.save()
+    extensions.create_index(schema, attribute)
+    return attribute
+
+
+def _attribute_update(
+    schema: ExtensionSchema, attribute: ExtensionAttribute, spec: Mapping[str, Any], position: int
+) -> dict[str, Any]:
+    """Apply `spec` to an existing attribute; return its changes (old, new) by field."""
+    _check_fields(spec, ATTRIBUTE_FIELDS, "extension attribute")
+    values = dict(spec)
+    if "canonical_values" in values:
+        values["canonical_values"] = _clean_canonical_values(values["canonical_values"])
+    diff = {
+        field: [getattr(attribute, field), value]
+        for field, value in values.items()
+        if getattr(attribute, field) != value
+    }
+    fixed = sorted(FIXED_ATTRIBUTE_FIELDS & diff.keys())
+    if fixed:
+        raise InvalidValue(
+            f"{attribute.name}: {', '.join(fixed)} cannot change once the attribute exists;"
+            " remove it and add a new one",
+            field=fixed[0],
+        )
+    if not diff and attribute.position == position:
+        return {}
+    for field, value in values.items():
+        setattr(attribute, field, value)
+    attribute.position = position
+    _validated(attribute, label=f"Attribute {attribute.name!r}")
+    attribute.save()
+    if diff.keys() & {"uniqueness", "case_exact"}:
+        extensions.drop_index(attribute.pk)
+        extensions.create_index(schema, attribute)
+    return diff
+
+
+def _remove_values(
+    actor: Actor, schema: ExtensionSchema, names: Sequence[str] | None
+) -> ExtensionDataExport | None:
+    """Export, then strip, the values of the schema (or of `names`) from every user or group holding one.
+
+    A handful of statements whatever the number of holders; each holder gets a
+    new version and an `updated` ChangeEvent, since its SCIM representation changes.
+    """
+    held = extensions.holders(schema.urn, schema.resource_type, names, lock=True)
+    if not held:
+        return None
+    users = schema.resource_type == ExtensionSchema.ResourceType.USER
+    export = ExtensionDataExport.objects.create(
+        actor_name=actor.name,
+        urn=schema.urn,
+        attributes=list(names or []),
+        user_count=len(held) if users else 0,
+        group_count=0 if users else len(held),
+        data={
+            "schema": _schema_document(schema),
+            "users" if users else "groups": {pk: values for pk, (_, values) in held.items()},
+        },
+    )
+    note = f"[removed with its definition; kept in extension data export {export.pk}]"
+    hidden = [
+        a.name for a in schema.attributes.all() if a.mutability == ExtensionAttribute.Mutability.WRITE_ONLY
+    ]
+    extensions.strip(schema.urn, schema.resource_type, held, names, actor=actor, note=note, hidden=hidden)
+    return export
+
+
+@transaction.atomic
+def extension_schema_create(
+    *,
+    actor: Actor,
+    urn: str,
+    name: str,
+    resource_type: str,
+    description: str = "",
+    required: bool = False,
+    attributes: Sequence[Mapping[str, Any]] = (),
+) -> ExtensionSchema:
+    """Define an extension schema and its attributes; the SCIM API serves it as soon as this commits."""
+    schema = ExtensionSchema(
+        urn=urn.strip() if isinstance(urn, str) else urn,
+        name=name,
+        resource_type=resource_type,
+        description=description,
+        required=required,
+    )
+    _validated(schema, label="Extension schema")
+    schema.save()
+    for position, spec in enumerate(attributes):
+        _attribute_create(schema, spec, position)
+    extensions.changed()
+    _audit_schema(actor, "schema_create", schema, {"definition": [None, _schema_document(schema)]})
+    return schema
+
+
+@transaction.atomic
+def extension_schema_update(
+    *,
+    actor: Actor,
+    schema_id: uuid.UUID,
+    attributes: Sequence[Mapping[str, Any]] | None = None,
+    **changes: Any,
+) -> tuple[ExtensionSchema, ExtensionDataExport | None]:
+    """Change a schema's name, description or required flag, and/or its attributes.
+
+    `attributes`, when given, is the whole new list in order: items with an `id`
+    update that attribute, items without one are added, and attributes left
+    out are removed, their stored values exported (the returned export) and
+    stripped. The URN and resource type never change.
+    """
+    _check_fields(changes, SCHEMA_FIELDS, "extension schema")
+    try:
+        schema = ExtensionSchema.objects.select_for_update().get(pk=schema_id)
+    except (ExtensionSchema.DoesNotExist, ValueError, TypeError):
+        raise ObjectNotFound(f"Extension schema {schema_id} not found") from None
+    diff: dict[str, Any] = {
+        field: [getattr(schema, field), value]
+        for field, value in changes.items()
+        if getattr(schema, field) != value
+    }
+    for field, value in changes.items():
+        setattr(schema, field, value)
+    _validated(schema, label="Extension schema")
+    export = None
+    if attributes is not None:
+        existing = {attribute.pk: attribute for attribute in schema.attributes.all()}
+        listed: list[tuple[int, ExtensionAttribute | None, dict[str, Any]]] = []
+        for position, spec in enumerate(attributes):
+            values = dict(spec)
+            attribute_id = values.pop("id", None)
+            attribute = None
+            if attribute_id is not None:
+                attribute = existing.get(attribute_id if isinstance(attribute_id, int) else -1)
+                if attribute is None:
+                    raise ObjectNotFound(f"Attribute {attribute_id} is not an attribute of {schema.urn}")
+            listed.append((position, attribute, values))
+        kept = {attribute.pk for _, attribute, _ in listed if attribute is not None}
+        removed = [attribute for pk, attribute in existing.items() if pk not in kept]
+        if removed:
+            # First, so that a new attribute may take a removed one's name.
+            export = _remove_values(actor, schema, [attribute.name for attribute in removed])
+            for attribute in removed:
+                extensions.drop_index(attribute.pk)
+                attribute.delete()
+            diff["attributes_removed"] = [_attribute_document(attribute) for attribute in removed]
+        for position, attribute, values in listed:
+            if attribute is None:
+                created = _attribute_create(schema, values, position)
+                diff.setdefault("attributes_added", []).append(_attribute_document(created))
+            else:
+                changed = _attribute_update(schema, attribute, values, position)
+                if changed:
+                    diff.setdefault("attributes_changed", {})[attribute.name] = changed
+    if not diff:
+        return schema, None
+    schema.last_modified = timezone.now()
+    schema.save()
+    extensions.changed()
+    _audit_schema(actor, "schema_update", schema, diff)
+    return schema, export
+
+
+@transaction.atomic
+def extension_schema_delete(*, actor: Actor, schema_id: uuid.UUID) -> ExtensionDataExport | None:
+    """Remove a schema: its values are exported (the returned export, None if nobody held any),
+    stripped from every user or group, and its definition and indexes dropped."""
+    try:
+        schema = ExtensionSchema.objects.select_for_update().get(pk=schema_id)
+    except (ExtensionSchema.DoesNotExist, ValueError, TypeError):
+        raise ObjectNotFound(f"Extension schema {schema_id} not found") from None
+    document = _schema_document(schema)
+    export = _remove_values(actor, schema, None)
+    for attribute_id in schema.attributes.values_list("pk", flat=True):
+        extensions.drop_index(attribute_id)
+    changes: dict[str, Any] = {"definition": [document, None]}
+    if export is not None:
+        changes["export"] = [None, export.pk]
+    _audit_schema(actor, "schema_delete", schema, changes)
+    schema.delete()
+    extensions.changed()
+    return export

@@ -27,7 +27,10 @@
 - Extension attributes kept in a JSON document are read as text (JSONText:
   NULL when absent or JSON null on both databases) and compared like columns;
   dateTime ones as timestamps (Instant), a malformed stored value reading as no
-  value rather than failing the query.
+  value rather than failing the query; integer/decimal ones as SQL numbers
+  (JSONNumber) and boolean ones as SQL booleans (JSONBoolean), NULL when the
+  stored JSON value has another type. These are the expressions the indexes of
+  operator-defined attributes are built on (directory.extensions).
 - Limits, to keep a filter from becoming an expensive query: at most
   MAX_FILTER_LENGTH characters, MAX_NESTING levels of parentheses/brackets and
   MAX_COMPARISONS comparisons.
@@ -35,6 +38,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +63,6 @@ from django.db.models import (
     Value,
 )
 from django.db.models.expressions import Func
-from django.db.models.fields.json import KeyTextTransform, compile_json_path
 from django.db.models.functions import Left, Lower, Right, StrIndex
 from django.db.models.lookups import (
     Contains,
@@ -75,6 +78,7 @@ from django.db.models.lookups import (
 )
 from django.utils.dateparse import parse_date, parse_datetime
 
+from directory.json_sql import JSONArrayAny, JSONBoolean, JSONElement, JSONNumber, JSONText, NumberValue
 from directory.models import Group, Membership, User, UserValue
 from scim_api.filter_parser import (
     And,
@@ -96,7 +100,7 @@ class InvalidFilter(ValueError):
 
 # --- where an attribute's value lives -------------------------------------------------------
 
-ValueKind = Literal["string", "boolean", "dateTime", "id"]
+ValueKind = Literal["string", "boolean", "dateTime", "id", "number"]
 
 
 @dataclass(frozen=True)
@@ -126,14 +130,16 @@ def attribute_column(model: type[Model], path: str, attribute: Attribute, label:
         if isinstance(field, JSONField):
             # The rest of the path is keys inside the document; an absent key reads as NULL.
             kind = _json_kind(attribute)
+            document, keys = "__".join(parts[: index + 1]), parts[index + 1 :]
+            expression: Any
+            if kind == "number":
+                expression = JSONNumber(document, *keys)
+            elif kind == "boolean":
+                expression = JSONBoolean(document, *keys)
+            else:
+                expression = JSONText.from_lookup(path)
             return Column(
-                JSONText.from_lookup(path),
-                kind,
-                True,
-                attribute.case_exact,
-                True,
-                label,
-                attribute.type == "binary",
+                expression, kind, True, attribute.case_exact, True, label, attribute.type == "binary"
             )
         nullable = nullable or bool(field.null)
         if field.is_relation and index < len(parts) - 1:
@@ -150,7 +156,10 @@ def _json_kind(attribute: Attribute) -> ValueKind:
         return "dateTime"
     if attribute.type in ("string", "reference", "binary"):
         return "string"
-    # JSON booleans and numbers read back differently on PostgreSQL (text) and SQLite (native).
+    if attribute.type in ("integer", "decimal"):
+        return "number"
+    if attribute.type == "boolean":
+        return "boolean"
     raise TypeError(f"No filter support for {attribute.type} attribute {attribute.name} stored in JSON")
 
 
@@ -166,18 +175,6 @@ def _kind(field: Any) -> ValueKind:
     if isinstance(field, (CharField, TextField)):
         return "string"
     raise TypeError(f"No filter support for {field!r}")
-
-
-class JSONText(KeyTextTransform):
-    """A key of a JSON document as text, NULL when absent or JSON null, on both databases.
-
-    Django's KT reads JSON null as the text 'null' on SQLite, which would make
-    a cleared extension attribute look present there and absent on PostgreSQL.
-    """
-
-    def as_sqlite(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
-        lhs, params, keys = self.preprocess_lhs(compiler, connection)
-        return f"JSON_EXTRACT({lhs}, %s)", (*params, compile_json_path(keys))
 
 
 # A shape check run in SQL before a stored JSON text is read as a timestamp:
@@ -295,6 +292,8 @@ def _compare(column: Column, op: str, value: Literal_) -> Q:
         return _compare_boolean(column, op, value)
     if column.kind == "dateTime":
         return _compare_datetime(column, op, value)
+    if column.kind == "number":
+        return _compare_number(column, op, value)
     return _compare_id(column, op, value)
 
 
@@ -393,6 +392,22 @@ def _parse_instant(label: str, value: Literal_) -> datetime:
         raise InvalidFilter(f"'{label}': {value!r} is outside the range of dates stored here") from None
 
 
+def _compare_number(column: Column, op: str, value: Literal_) -> Q:
+    if op == "pr":
+        return _not_null(column.expression, column.nullable, _everything())
+    if op in ("co", "sw", "ew"):
+        raise _operator_error(column.label, op, "a number takes eq, ne, gt, ge, lt, le and pr")
+    rhs = NumberValue(_number(column.label, value))
+    lookup = Exact(column.expression, rhs) if op == "eq" else _ORDERING[op](column.expression, rhs)
+    return _not_null(column.expression, column.nullable, Q(lookup))
+
+
+def _number(label: str, value: Literal_) -> int | float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    raise InvalidFilter(f"'{label}' is a number attribute: expected a number, got {value!r}")
+
+
 def _canonical_uuid(value: Literal_) -> uuid.UUID | None:
     """The UUID `value` spells in its canonical lower-case form; ids are caseExact, so no other spelling."""
     if not isinstance(value, str):
@@ -452,6 +467,8 @@ class _Compiler:
     def comparison(self, node: Comparison) -> Q:
         path = self.resolve(node.path)
         attribute, sub, label = path.attribute, path.sub_attribute, str(path)
+        if attribute.storage == "json":
+            return self.json_list(attribute, label, node.op, node.value)
         if attribute.storage != "column":
             return self.multi_valued(path, node.op, node.value)
         if attribute.multi_valued:
@@ -501,6 +518,15 @@ class _Compiler:
             ),
             op,
             value,
+        )
+
+    def json_list(self, attribute: Attribute, label: str, op: str, value: Literal_) -> Q:
+        """A list of simple values in a JSON document: some element matches (`ne`: none equals)."""
+        document, *keys = (attribute.column or "").split("__")
+        kind = _json_kind(attribute)
+        element = Column(JSONElement(kind), kind, True, attribute.case_exact, True, label)
+        return _normalised(
+            lambda op_, value_: Q(JSONArrayAny(document, keys, _compare(element, op_, value_))), op, value
         )
 
     def value_path(self, node: ValuePath) -> Q:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from directory.exceptions import InvalidValue
 from directory.models import Group, User, UserValue
+from scim_api.exceptions import ScimError
 from scim_api.schema import (
     COMMON_SCHEMA,
     CORE_GROUP,
@@ -25,6 +26,8 @@ from scim_api.schema import (
     USER,
     Attribute,
     ResourceType,
+    Schema,
+    custom_extensions,
 )
 
 # SCIM name → model field, for the single-valued string attributes stored in columns.
@@ -313,7 +316,10 @@ def user_from_scim(
             fields["manager_id"] = _parse_uuid(manager_id, "manager.value") if manager_id else None
 
     present = _other_extensions(data, validated={ENTRA_USER: _entra_user})
-    extensions = _merge_extensions(mode, present, current_extensions)
+    extensions = _merge_extensions(
+        mode, _custom_objects(USER, present, mode, current_extensions), current_extensions
+    )
+    _check_custom_required(USER, mode, extensions, current_extensions)
     if extensions is not None:
         fields["extensions"] = extensions
     return result
@@ -407,6 +413,98 @@ def _other_extensions(data: Mapping[str, Any], *, validated: Mapping[str, Any]) 
     return present
 
 
+# --- operator-defined extensions ----------------------------------------------------------
+
+# Kept from the stored resource when a POST or PUT leaves them out: the client cannot
+# set readOnly values, may set immutable ones only once, and never reads writeOnly ones back.
+_KEPT_WHEN_OMITTED = ("readOnly", "immutable", "writeOnly")
+
+
+def _custom_objects(
+    resource_type: ResourceType,
+    present: dict[str, dict[str, Any]],
+    mode: Mode,
+    current: Mapping[str, Any] | None,
+) -> dict[str, dict[str, Any]]:
+    """`present` with each operator-defined extension's object in canonical attribute names.
+
+    Values are type-checked by the directory services; here are the SCIM rules:
+    unknown names are refused, readOnly values in a POST or PUT are ignored
+    (RFC 7644 §3.5.1) and the stored ones kept, and an immutable value cannot
+    change once set. A PATCH result is taken as it is: the PATCH engine applied
+    mutability already.
+    """
+    result = dict(present)
+    for schema, _ in custom_extensions(resource_type.object_type):
+        if schema.id not in present:
+            continue
+        stored = (current or {}).get(schema.id) or {}
+        result[schema.id] = _custom_object(schema, present[schema.id], mode, stored)
+    return result
+
+
+def _custom_object(
+    schema: Schema, raw: Mapping[str, Any], mode: Mode, stored: Mapping[str, Any]
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key.lower() == "schemas":
+            continue  # clients built on scim2-models repeat the extension's id inside it
+        attribute = schema.attribute(key)
+        if attribute is None:
+            # A value stored before the schema was declared comes back as it is (from GET, or in a
+            # PATCH result): only a new one is refused.
+            if mode == "patch" or (key in stored and stored[key] == value):
+                obj[key] = value
+                continue
+            raise InvalidValue(f"'{key}' is not an attribute of {schema.id}", field=key)
+        if mode != "patch" and attribute.mutability == "readOnly":
+            continue
+        if value not in (None, "", []):
+            obj[attribute.name] = value
+    if mode == "patch":
+        return obj
+    for attribute in schema.attributes:
+        old = stored.get(attribute.name)
+        if old in (None, "", []) or attribute.mutability not in _KEPT_WHEN_OMITTED:
+            continue
+        new = obj.get(attribute.name)
+        if new is None or attribute.mutability == "readOnly":
+            obj[attribute.name] = old
+        elif attribute.mutability == "immutable" and new != old:
+            raise ScimError(
+                f"{schema.id}:{attribute.name} is immutable: it is {old!r} and cannot change",
+                scim_type="mutability",
+            )
+    return obj
+
+
+def _check_custom_required(
+    resource_type: ResourceType,
+    mode: Mode,
+    extensions: Mapping[str, Any] | None,
+    current: Mapping[str, Any] | None,
+) -> None:
+    """On POST and PUT: required extensions present, and required attributes of present ones set."""
+    if mode == "patch":
+        return  # the PATCH engine refuses to remove a required attribute
+    final = extensions if extensions is not None else (current or {})
+    for schema, required in custom_extensions(resource_type.object_type):
+        obj = final.get(schema.id)
+        if not obj:
+            if required:
+                raise InvalidValue(f"The extension {schema.id} is required", field=schema.id)
+            continue
+        for attribute in schema.attributes:
+            # A client cannot send a readOnly value, so it cannot be required of one.
+            if (
+                attribute.required
+                and attribute.mutability != "readOnly"
+                and obj.get(attribute.name) in (None, "")
+            ):
+                raise InvalidValue(f"{schema.id}:{attribute.name} is required", field=attribute.name)
+
+
 # --- groups ---------------------------------------------------------------------------------
 
 
@@ -480,7 +578,9 @@ def group_from_scim(
             fields[column] = _require(bool, entra[scim_name], scim_name)
         elif clear_entra:
             fields[column] = None  # unassigned
-    extensions = _merge_extensions(mode, _other_extensions(data, validated={}), current_extensions)
+    present = _custom_objects(GROUP, _other_extensions(data, validated={}), mode, current_extensions)
+    extensions = _merge_extensions(mode, present, current_extensions)
+    _check_custom_required(GROUP, mode, extensions, current_extensions)
     if extensions is not None:
         fields["extensions"] = extensions
     return result

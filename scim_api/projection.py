@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from scim_api.exceptions import ScimError
@@ -40,6 +41,16 @@ def _select(value: Any, subs: set[str] | None) -> Any:
     if isinstance(value, dict):
         return {k: copy.deepcopy(v) for k, v in value.items() if k in subs}
     return None
+
+
+def _returned_rules(resource_type: ResourceType) -> dict[tuple[str, str], str]:
+    """{(extension URN, attribute name): returned} for extension attributes not returned by default."""
+    return {
+        (schema.id, attribute.name): attribute.returned
+        for schema, _ in resource_type.extensions
+        for attribute in schema.attributes
+        if attribute.returned != "default"
+    }
 
 
 def _key(path: AttributePath) -> tuple[str | None, str]:
@@ -98,16 +109,26 @@ class Projection:
             for path in self.excluded
         )
 
+    @cached_property
+    def _rules(self) -> dict[tuple[str, str], str]:
+        # Once per request, not per resource of a page.
+        return _returned_rules(self.resource_type)
+
     def apply(self, resource: dict[str, Any]) -> dict[str, Any]:
-        if not self.selected and not self.excluded:
+        rules = self._rules
+        if not self.selected and not self.excluded and not rules:
             # Rendered representations never carry password: nothing to copy or remove.
             return resource
         result = copy.deepcopy(resource)
         result.pop("password", None)
         if self.selected:
-            result = self._keep(result)
+            result = self._keep(result, always=[key for key, rule in rules.items() if rule == "always"])
         for path in self.excluded:
             self._drop(result, path)
+        asked = {_key(path) for path in self.attributes}
+        for (urn, name), rule in rules.items():
+            if rule == "never" or (rule == "request" and (urn, name) not in asked):
+                _drop_extension_attribute(result, urn, name)
         extension_ids = {ext.id for ext, _ in self.resource_type.extensions}
         result["schemas"] = [
             schema
@@ -116,7 +137,7 @@ class Projection:
         ]
         return result
 
-    def _keep(self, resource: dict[str, Any]) -> dict[str, Any]:
+    def _keep(self, resource: dict[str, Any], *, always: list[tuple[str, str]]) -> dict[str, Any]:
         # returned=always attributes survive any selection.
         kept: dict[str, Any] = {"schemas": resource.get("schemas", []), "id": resource.get("id")}
         # Whole attributes, and for the others the sub-attributes asked for, together: `emails.value,
@@ -128,6 +149,8 @@ class Projection:
                 wanted[key] = None
             elif key not in wanted or wanted[key] is not None:
                 wanted.setdefault(key, set()).add(path.sub_attribute.name)  # type: ignore[union-attr]
+        for key in always:
+            wanted[key] = None
         for (urn, name), subs in wanted.items():
             source = resource.get(urn, {}) if urn else resource
             if name not in source:
@@ -156,3 +179,12 @@ class Projection:
             target[name].pop(path.sub_attribute.name, None)
         if urn and not target:
             del resource[urn]
+
+
+def _drop_extension_attribute(resource: dict[str, Any], urn: str, name: str) -> None:
+    target = resource.get(urn)
+    if not isinstance(target, dict) or name not in target:
+        return
+    del target[name]
+    if not target:
+        del resource[urn]

@@ -4,19 +4,30 @@ The discovery documents (/Schemas, /ResourceTypes), input validation, the
 `attributes` / `excludedAttributes` rules, and which attributes can be filtered
 and sorted on (and on what column) all read from here, so they cannot disagree.
 
+Operator-defined extension schemas (directory.ExtensionSchema) join the
+built-in ones at run time: a resource type's `extensions` and the registry's
+`schemas` add them from directory.extensions' cached definitions, rebuilt only
+when those change, so every consumer sees them without asking.
+
 Each Attribute carries the RFC 7643 §7 characteristics plus a storage hint:
 - `column`: the ORM path of a single-valued attribute on the resource's model;
 - `storage`: how a multi-valued attribute is stored ("values" = UserValue rows
   of kind `name`, "groups" = the user's memberships, "members" = a group's
   memberships); its sub-attributes' `column` is then relative to that row.
+  "json" is a list of simple values kept in a JSON document at `column`
+  (operator-defined multi-valued attributes).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from directory.extensions import AttributeDefinition, Definitions, SchemaDefinition
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -38,7 +49,7 @@ AttrType = Literal["string", "boolean", "decimal", "integer", "dateTime", "refer
 Mutability = Literal["readOnly", "readWrite", "immutable", "writeOnly"]
 Returned = Literal["always", "never", "default", "request"]
 Uniqueness = Literal["none", "server", "global"]
-Storage = Literal["column", "values", "groups", "members"]
+Storage = Literal["column", "values", "groups", "members", "json"]
 
 
 @dataclass(frozen=True)
@@ -120,7 +131,14 @@ class ResourceType:
     endpoint: str
     description: str
     schema: Schema
-    extensions: tuple[tuple[Schema, bool], ...] = ()
+    builtin_extensions: tuple[tuple[Schema, bool], ...] = ()
+    # ExtensionSchema.resource_type of the operator-defined extensions of this type.
+    object_type: str = ""
+
+    @property
+    def extensions(self) -> tuple[tuple[Schema, bool], ...]:
+        """(schema, required) of every extension: the built-in ones, then those operators defined."""
+        return self.builtin_extensions + custom_extensions(self.object_type)
 
     @property
     def schema_ids(self) -> list[str]:
@@ -474,10 +492,20 @@ class Registry:
 
     def __init__(self, resource_types: tuple[ResourceType, ...]) -> None:
         self.resource_types = {rt.name: rt for rt in resource_types}
-        self.schemas: dict[str, Schema] = {}
+        self.builtin_schemas: dict[str, Schema] = {}
         for rt in resource_types:
-            for schema in rt.all_schemas():
-                self.schemas[schema.id.lower()] = schema
+            self.builtin_schemas[rt.schema.id.lower()] = rt.schema
+            for ext, _ in rt.builtin_extensions:
+                self.builtin_schemas[ext.id.lower()] = ext
+
+    @property
+    def schemas(self) -> dict[str, Schema]:
+        """Every schema by lower-cased id: the built-in ones first, then those operators defined."""
+        schemas = dict(self.builtin_schemas)
+        for rt in self.resource_types.values():
+            for ext, _ in custom_extensions(rt.object_type):
+                schemas.setdefault(ext.id.lower(), ext)
+        return schemas
 
     def resource_type(self, name: str) -> ResourceType:
         return self.resource_types[name]
@@ -532,8 +560,76 @@ USER = ResourceType(
     "User Account",
     USER_SCHEMA,
     ((ENTERPRISE_USER_SCHEMA, False), (ENTRA_USER_SCHEMA, False)),
+    object_type="user",
 )
-GROUP = ResourceType("Group", "/Groups", "Group", GROUP_SCHEMA, ((ENTRA_GROUP_SCHEMA, False),))
+GROUP = ResourceType(
+    "Group", "/Groups", "Group", GROUP_SCHEMA, ((ENTRA_GROUP_SCHEMA, False),), object_type="group"
+)
+
+
+# --- operator-defined extension schemas ----------------------------------------------------
+
+
+class _CustomSchemas:
+    """The registry's view of directory.extensions' definitions, rebuilt when they change."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # One tuple, replaced whole, so a reader never sees schemas of one version with another's key.
+        self.built: tuple[Definitions | None, dict[str, tuple[tuple[Schema, bool], ...]]] = (None, {})
+
+
+_custom = _CustomSchemas()
+
+
+def custom_extensions(object_type: str) -> tuple[tuple[Schema, bool], ...]:
+    """(schema, required) of the extensions operators defined for users ("user") or groups ("group")."""
+    if not object_type:
+        return ()
+    # Imported here: this module is imported while Django sets up, before models can load.
+    from directory.extensions import definitions
+
+    current = definitions()
+    built_for, by_type = _custom.built
+    if built_for is not current:
+        with _custom.lock:
+            by_type = {
+                kind: tuple((_custom_schema(schema), schema.required) for schema in current.for_type(kind))
+                for kind in ("user", "group")
+            }
+            _custom.built = (current, by_type)
+    return by_type.get(object_type, ())
+
+
+def _custom_schema(schema: SchemaDefinition) -> Schema:
+    return Schema(
+        schema.urn,
+        schema.name,
+        schema.description or schema.name,
+        tuple(_custom_attribute(schema.urn, attribute) for attribute in schema.attributes),
+    )
+
+
+def _custom_attribute(urn: str, attribute: AttributeDefinition) -> Attribute:
+    # Values are read from the `extensions` JSON by key, as filters, sorting and the
+    # expression indexes expect (directory.json_sql). A value never returned is not
+    # filterable either: filters would let a client probe it.
+    return Attribute(
+        attribute.name,
+        attribute.type,  # type: ignore[arg-type]
+        multi_valued=attribute.multi_valued,
+        required=attribute.required,
+        mutability=attribute.mutability,  # type: ignore[arg-type]
+        returned=attribute.returned,  # type: ignore[arg-type]
+        uniqueness=attribute.uniqueness,  # type: ignore[arg-type]
+        case_exact=attribute.case_exact,
+        canonical_values=attribute.canonical_values,
+        reference_types=("external",) if attribute.type == "reference" else (),
+        description=attribute.description or attribute.name,
+        column=f"extensions__{urn}__{attribute.name}",
+        storage="json" if attribute.multi_valued else "column",
+        filterable=attribute.returned != "never",
+    )
 
 
 @cache
@@ -557,6 +653,7 @@ __all__ = [
     "ResourceType",
     "Schema",
     "UnknownAttribute",
+    "custom_extensions",
     "get_registry",
     "iter_attributes",
 ]

@@ -58,6 +58,8 @@ def _sort_key(sort_by: str, resource_type: ResourceType) -> Any:
         raise InvalidSort(f"sortBy '{label}' is not sortable")
     if attribute.storage in ("groups", "members"):
         raise InvalidSort(f"sortBy '{label}' is not sortable: memberships have no order")
+    if attribute.storage == "json":
+        raise InvalidSort(f"sortBy '{label}' is not sortable: it is a list of values")
     if attribute.storage == "values":
         return _first_element(path)
     if attribute.multi_valued and attribute.column == "kind":

@@ -1,6 +1,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+from directory import extensions
 from directory.actors import Actor
 from tests.factories import GroupFactory, UserFactory
 
@@ -31,3 +32,10 @@ def operator_user(db):  # type: ignore[no-untyped-def]
 def admin_client_logged_in(client, operator_user):  # type: ignore[no-untyped-def]
     client.force_login(operator_user)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _no_extension_schemas() -> None:
+    # A fresh test database defines no extension schema, whatever an earlier (rolled back)
+    # test defined and this process cached; tests without database access need no query.
+    extensions.assume(extensions.Definitions())
