@@ -20,7 +20,15 @@ from directory.models import ChangeEvent
 from provisioning import queue
 from provisioning.conf import provisioning_setting
 from provisioning.models import ACTIVE_DELIVERY_STATES, Delivery, Target
-from provisioning.scope import ObjectKey, scope_filter, scope_refresh, scope_touched
+from provisioning.scope import (
+    ObjectKey,
+    filtered_types,
+    scope_filter,
+    scope_parent_groups,
+    scope_reevaluate,
+    scope_refresh,
+    scope_touched,
+)
 
 # Events that can move an "assigned" target's scope: a membership of a group in
 # scope changed, or an object in scope was deleted (its memberships went with it).
@@ -28,6 +36,15 @@ SCOPE_EVENTS = frozenset(
     {ChangeEvent.Kind.MEMBER_ADDED, ChangeEvent.Kind.MEMBER_REMOVED, ChangeEvent.Kind.DELETED}
 )
 LEAVER_EVENTS = frozenset({ChangeEvent.Kind.DEACTIVATED, ChangeEvent.Kind.DELETED})
+# Events that change an object's attributes, and so may move it across a scoping filter.
+ATTRIBUTE_EVENTS = frozenset(
+    {
+        ChangeEvent.Kind.CREATED,
+        ChangeEvent.Kind.UPDATED,
+        ChangeEvent.Kind.ACTIVATED,
+        ChangeEvent.Kind.DEACTIVATED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,17 @@ def _wanted_for_target(target: Target, events: Sequence[ChangeEvent]) -> dict[Ob
     keys = {(event.object_type, event.object_id) for event in events}
     # A deleted object is in nobody's scope any more; a target that had it must still hear of it.
     deleted = {(e.object_type, e.object_id) for e in events if e.kind == ChangeEvent.Kind.DELETED}
+    if filtered_types(target):
+        changed = {(e.object_type, e.object_id) for e in events if e.kind in ATTRIBUTE_EVENTS}
+        moved = scope_reevaluate(target=target, keys=changed, deleted=deleted)
+        left |= moved.left
+        for key in moved.entered:
+            _merge(wanted, key, last, Delivery.Priority.CHANGE)
+        for key in moved.left:
+            _merge(wanted, key, last, Delivery.Priority.LEAVER)
+        # Their groups' member lists downstream change with them.
+        for key in scope_parent_groups(target=target, keys=moved.entered | moved.left):
+            _merge(wanted, key, last, Delivery.Priority.CHANGE)
     concerned = scope_filter(target=target, keys=keys) | (
         deleted if target.scope == Target.Scope.ALL else set()
     )

@@ -49,12 +49,16 @@ from provisioning.clients import (
 from provisioning.conf import provisioning_setting
 from provisioning.crypto import CredentialsUnreadable
 from provisioning.mapping import (
-    group_payload,
+    Payloads,
+    create_only_part,
+    group_payloads,
+    mapping_set_for,
     matching_value,
     modified_properties,
     patch_operations,
     payload_hash,
-    user_payload,
+    user_payloads,
+    with_create_only,
 )
 from provisioning.models import (
     Delivery,
@@ -67,7 +71,16 @@ from provisioning.models import (
     VendorProfile,
 )
 from provisioning.relay import deliveries_for_objects
-from provisioning.scope import ScopeChange, scope_contains, scope_filter, scope_refresh
+from provisioning.scope import (
+    DELETED,
+    ScopeChange,
+    object_decision,
+    scope_contains,
+    scope_filter,
+    scope_reevaluate_all,
+    scope_refresh,
+    stored_types,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -208,15 +221,21 @@ class Engine:
                     else selectors.group_get(group_id=push.object_id)
                 )
             except ObjectNotFound:
-                push.in_scope, push.scope_reason = False, "deleted from the directory"
+                push.in_scope, push.scope_reason = False, DELETED
         if obj is not None:
             push.object_repr = str(obj)[:255]
+        if obj is not None and (decision := object_decision(self.target, obj)) is not None:
+            # The filters judged on the object as it is now (the stored scope follows within a relay run).
+            push.scope_reason = f"{reason}; {decision.reason}"
+            if not decision.in_scope:
+                push.in_scope, push.scope_reason, obj = False, decision.reason, None
+        if obj is not None:
             if isinstance(obj, User):
                 self.upsert_user(obj)
             else:
                 self.upsert_group(obj)
         else:
-            self.leave(deleted=push.scope_reason == "deleted from the directory")
+            self.leave(deleted=push.scope_reason == DELETED)
         if self.link is not None:
             push.remote_id = push.remote_id or self.link.remote_id
 
@@ -277,16 +296,31 @@ class Engine:
             .first()
         )
 
+    def _created(self, payloads: Payloads, adopted: bool) -> dict[str, Any]:
+        """Link state for a new link: the on-create-only values sent, which a later PUT repeats."""
+        return {"create_only": {} if adopted else create_only_part(payloads.create, payloads.update)}
+
+    def _put_body(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return with_create_only(payload, self.state.get("create_only") or {})
+
     def upsert_user(self, user: User) -> None:
-        payload = user_payload(self.target, user, manager_remote_id=self._manager_remote_id(user))
+        # On-create-only attributes go in the POST (`payloads.create`) and never in an update;
+        # the link keeps the update form, so later diffs never see them.
+        payloads = user_payloads(
+            self.target,
+            user,
+            manager_remote_id=self._manager_remote_id(user),
+            mappings=mapping_set_for(self.target, ObjectType.USER),
+        )
+        payload = payloads.update
         if self.link is None:
-            remote_id, adopted = self.create_or_adopt(payload)
+            remote_id, adopted = self.create_or_adopt(payloads.create)
             self.push.created_link = True
-            self.push.modified = modified_properties({}, payload)
+            self.push.modified = modified_properties({}, payload if adopted else payloads.create)
             if adopted:
                 # What the remote holds is unknown: write every attribute.
                 self.write_user(remote_id, {}, payload)
-            self._set_link(remote_id, payload)
+            self._set_link(remote_id, payload, **self._created(payloads, adopted))
             return
         old = self.state.get("attributes") or {}
         if self.link.last_hash == payload_hash(payload):
@@ -299,16 +333,16 @@ class Engine:
         except RemoteNotFound:
             # Deleted downstream behind our back: create it again.
             self.push.link_delete = True
-            remote_id, _ = self.create_or_adopt(payload)
+            remote_id, adopted = self.create_or_adopt(payloads.create)
             self.push.link_delete = False
             self.push.created_link = True
-            self._set_link(remote_id, payload)
+            self._set_link(remote_id, payload, **self._created(payloads, adopted))
             return
         self._set_link(self.link.remote_id, payload)
 
     def write_user(self, remote_id: str, old: dict[str, Any], new: dict[str, Any]) -> None:
         if self.profile.user_update_method == VendorProfile.UpdateMethod.PUT:
-            self.users.replace(remote_id, new)
+            self.users.replace(remote_id, self._put_body(new))
             return
         operations = patch_operations(modified_properties(old, new), style=self.profile.patch_style)
         if operations:
@@ -335,18 +369,20 @@ class Engine:
         return linked, missing
 
     def upsert_group(self, group: Group) -> None:
-        payload = group_payload(self.target, group)
+        payloads = group_payloads(self.target, group, mappings=mapping_set_for(self.target, ObjectType.GROUP))
+        payload = payloads.update
         linked, missing = self.desired_members(group)
         limit = self.profile.max_patch_operations
         if self.link is None:
-            remote_id = self.match(payload)
+            remote_id = self.match(payloads.create)
+            adopted = remote_id is not None
             if remote_id is not None:
                 self.push.action = Action.ADOPT
                 last = self.remote_members(remote_id)
                 self.push.modified = modified_properties({}, payload)
                 self.write_group_attributes(remote_id, {}, payload, linked)
             else:
-                body = dict(payload)
+                body = dict(payloads.create)
                 if len(linked) <= limit:
                     body["members"] = [{"value": remote} for remote in linked.values()]
                 try:
@@ -355,15 +391,16 @@ class Engine:
                     self.push.action, self.push.match_result = Action.CREATE, "created"
                     last = dict(linked) if "members" in body else {}
                 except Conflict:
-                    remote_id = self.match(payload)
+                    remote_id = self.match(payloads.create)
                     if remote_id is None:
                         raise
+                    adopted = True
                     self.push.action = Action.ADOPT
                     last = self.remote_members(remote_id)
                     self.write_group_attributes(remote_id, {}, payload, linked)
-                self.push.modified = modified_properties({}, payload)
+                self.push.modified = modified_properties({}, payload if adopted else payloads.create)
             self.push.created_link = True
-            self._set_link(remote_id, payload, members=last)
+            self._set_link(remote_id, payload, members=last, **self._created(payloads, adopted))
         else:
             remote_id = self.link.remote_id
             old = self.state.get("attributes") or {}
@@ -374,7 +411,7 @@ class Engine:
                 try:
                     self.write_group_attributes(remote_id, old, payload, linked)
                 except RemoteNotFound:
-                    self.link_recreate_group(payload, linked)
+                    self.link_recreate_group(payloads, linked)
                     return
                 if self.profile.group_update_method == VendorProfile.UpdateMethod.PUT:
                     last = dict(linked)
@@ -382,7 +419,7 @@ class Engine:
         try:
             self.push_members(remote_id, last, linked)
         except RemoteNotFound:
-            self.link_recreate_group(payload, linked)
+            self.link_recreate_group(payloads, linked)
             return
         if missing:
             self.push.error = f"{len(missing)} member(s) have no remote id yet: " + ", ".join(
@@ -390,14 +427,16 @@ class Engine:
             )
             self.push.outcome = Outcome.WAITING
 
-    def link_recreate_group(self, payload: dict[str, Any], linked: dict[str, str]) -> None:
+    def link_recreate_group(self, payloads: Payloads, linked: dict[str, str]) -> None:
         created = self.groups.create(
-            {**payload, "members": [{"value": remote} for remote in linked.values()]}
+            {**payloads.create, "members": [{"value": remote} for remote in linked.values()]}
         )
         self.push.action, self.push.match_result = Action.CREATE, "re-created (gone downstream)"
         self.push.created_link = True
         self.state = {}
-        self._set_link(str(created["id"]), payload, members=dict(linked))
+        self._set_link(
+            str(created["id"]), payloads.update, members=dict(linked), **self._created(payloads, False)
+        )
 
     def remote_members(self, remote_id: str) -> dict[str, str]:
         """Members an adopted group already has downstream, keyed by remote id (no directory id known)."""
@@ -414,9 +453,8 @@ class Engine:
         self, remote_id: str, old: dict[str, Any], new: dict[str, Any], linked: dict[str, str]
     ) -> None:
         if self.profile.group_update_method == VendorProfile.UpdateMethod.PUT:
-            self.groups.replace(
-                remote_id, {**new, "members": [{"value": remote} for remote in linked.values()]}
-            )
+            members = [{"value": remote} for remote in linked.values()]
+            self.groups.replace(remote_id, {**self._put_body(new), "members": members})
             return
         operations = patch_operations(modified_properties(old, new), style=self.profile.patch_style)
         if operations:
@@ -516,7 +554,7 @@ class Engine:
         new = {**attributes, "active": False}
         try:
             if self.profile.user_update_method == VendorProfile.UpdateMethod.PUT and attributes:
-                self.users.replace(remote_id, new)
+                self.users.replace(remote_id, self._put_body(new))
             else:
                 op = "Replace" if self.profile.patch_style == VendorProfile.PatchStyle.ENTRA else "replace"
                 self.users.patch(remote_id, [{"op": op, "path": "active", "value": False}])
@@ -895,8 +933,13 @@ class SyncPlan:
 
 def _scope_pages(target: Target, page_size: int) -> Iterator[list[tuple[str, uuid.UUID]]]:
     """Every in-scope object, one page at a time by primary key: memory stays bounded by the page."""
+    stored = stored_types(target)
     if target.scope == Target.Scope.ALL:
         for object_type, model in ((ObjectType.USER.value, User), (ObjectType.GROUP.value, Group)):
+            if object_type in stored:
+                # Scoping filters: the stored scope of that type, as for "assigned".
+                yield from _stored_pages(target, page_size, object_type)
+                continue
             last: uuid.UUID | None = None
             while True:
                 rows = model.objects.order_by("pk")
@@ -908,10 +951,19 @@ def _scope_pages(target: Target, page_size: int) -> Iterator[list[tuple[str, uui
                 yield [(object_type, pk) for pk in ids]
                 last = ids[-1]
         return
+    yield from _stored_pages(target, page_size, None)
+
+
+def _stored_pages(
+    target: Target, page_size: int, object_type: str | None
+) -> Iterator[list[tuple[str, uuid.UUID]]]:
+    rows_in_scope = TargetScope.objects.filter(target=target)
+    if object_type is not None:
+        rows_in_scope = rows_in_scope.filter(object_type=object_type)
     last_row = 0
     while True:
         rows = list(
-            TargetScope.objects.filter(target=target, pk__gt=last_row)
+            rows_in_scope.filter(pk__gt=last_row)
             .order_by("pk")
             .values_list("pk", "object_type", "object_id")[:page_size]
         )
@@ -931,7 +983,7 @@ def target_full_sync(
     """
     plan = SyncPlan()
     page_size = provisioning_setting("FULL_SYNC_PAGE_SIZE")
-    if target.scope == Target.Scope.ASSIGNED and not dry_run:
+    if stored_types(target) and not dry_run:
         with transaction.atomic():
             scope_refresh(target=target)
     for page in _scope_pages(target, page_size):
@@ -954,9 +1006,12 @@ def target_full_sync(
 
 
 @transaction.atomic
-def target_scope_update(*, target: Target) -> ScopeChange:
-    """After assignments change: refresh the stored scope and queue enter/leave deliveries at once."""
-    change = scope_refresh(target=target)
+def target_scope_update(*, target: Target, reevaluate: bool = False) -> ScopeChange:
+    """After assignments change: refresh the stored scope and queue enter/leave deliveries at once.
+
+    `reevaluate` (the scoping filters changed) decides every stored object again, not only new candidates.
+    """
+    change = scope_reevaluate_all(target=target) if reevaluate else scope_refresh(target=target)
     ids = deliveries_for_objects(target=target, keys=change.entered, priority=Delivery.Priority.CHANGE)
     ids += deliveries_for_objects(target=target, keys=change.left, priority=Delivery.Priority.LEAVER)
     queue.send_on_commit(ids)
