@@ -150,6 +150,21 @@ class Target(models.Model):
     deletion_policy = models.CharField(
         max_length=16, choices=DeletionPolicy.choices, default=DeletionPolicy.DISABLE
     )
+    # The deletion guard: disables and deletes beyond any of these are held for an operator's approval.
+    # Empty: no limit. Percentages are of the target's population (the larger of the objects in
+    # scope and the objects linked on it, so what just left scope still counts).
+    guard_run_max_count = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Disables/deletes per full sync run."
+    )
+    guard_run_max_percent = models.FloatField(
+        null=True, blank=True, help_text="Disables/deletes per full sync run, in % of the target's objects."
+    )
+    guard_hour_max_count = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Disables/deletes in any rolling hour."
+    )
+    guard_hour_max_percent = models.FloatField(
+        null=True, blank=True, help_text="Disables/deletes in any rolling hour, in % of the target's objects."
+    )
     enabled = models.BooleanField(default=True, help_text="Off: changes are not even queued.")
     paused = models.BooleanField(default=False, help_text="On: changes are queued but not sent.")
     circuit_state = models.CharField(
@@ -157,6 +172,9 @@ class Target(models.Model):
     )
     circuit_reason = models.TextField(blank=True, default="")
     circuit_next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The last full sync: when it was queued and the run id on its deliveries.
+    last_full_sync_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_full_sync_run_id = models.UUIDField(null=True, blank=True, editable=False)
     created = models.DateTimeField(default=now, editable=False)
     # Bumped when the connection settings or credentials change, so cached HTTP clients are rebuilt.
     revision = models.PositiveIntegerField(default=1, editable=False)
@@ -178,6 +196,11 @@ class Target(models.Model):
             models.CheckConstraint(
                 condition=Q(deletion_policy__in=["disable", "delete", "skip"]),
                 name="provisioning_target_deletion_policy_valid",
+            ),
+            models.CheckConstraint(
+                condition=(Q(guard_run_max_percent__isnull=True) | Q(guard_run_max_percent__gte=0))
+                & (Q(guard_hour_max_percent__isnull=True) | Q(guard_hour_max_percent__gte=0)),
+                name="provisioning_target_guard_percent",
             ),
         ]
 
@@ -205,6 +228,17 @@ class Target(models.Model):
                 errors[field] = str(exc)
         if errors:
             raise ValidationError(errors)
+
+    def has_deletion_guard(self) -> bool:
+        return any(
+            limit is not None
+            for limit in (
+                self.guard_run_max_count,
+                self.guard_run_max_percent,
+                self.guard_hour_max_count,
+                self.guard_hour_max_percent,
+            )
+        )
 
     def scoping_filters_for(self, object_type: str) -> Any:
         return self.user_scoping_filters if object_type == ObjectType.USER else self.group_scoping_filters
@@ -428,6 +462,8 @@ class Delivery(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     # A group waiting for some members to get a remote id first.
     waiting_for_members = models.BooleanField(default=False)
+    # Set when an operator approves a disable/delete the deletion guard held: it goes through next time.
+    guard_approved_by = models.CharField(max_length=150, blank=True, default="")
     last_error = models.TextField(blank=True, default="")
     run_id = models.UUIDField(null=True, blank=True)
     created = models.DateTimeField(default=now, editable=False)
@@ -488,6 +524,7 @@ class DeliveryAttempt(models.Model):
         DISPUTED = "disputed"
         WAITING = "waiting", "waiting for members"
         DRY_RUN = "dry_run", "dry run"
+        HELD = "held", "held by the deletion guard"
 
     id = models.BigAutoField(primary_key=True)
     target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="attempts")
@@ -533,3 +570,44 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type} {self.object_repr or self.object_id}: {self.outcome}"
+
+
+class GuardGrant(models.Model):
+    """A disable or delete the deletion guard let through: what its thresholds count.
+
+    Written (under a lock on the target) before the request is sent, so two
+    workers can never both take the last place below a threshold; one per
+    delivery, so a retried request is not counted twice.
+    """
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="guard_grants")
+    delivery = models.OneToOneField(
+        Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="guard_grant"
+    )
+    object_type = models.CharField(max_length=8, choices=ObjectType.choices)
+    object_id = models.UUIDField()
+    action = models.CharField(max_length=16)
+    run_id = models.UUIDField(null=True, blank=True)
+    # The operator who approved it after it was held; empty when it was within the thresholds.
+    approved_by = models.CharField(max_length=150, blank=True, default="")
+    created = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = "deletion guard grant"
+        indexes = [
+            # The rolling-hour and per-run counts.
+            models.Index(fields=["target", "created"], name="provisioning_grant_hour"),
+            models.Index(fields=["target", "run_id"], name="provisioning_grant_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type} {self.object_id} on {self.target_id}"
+
+
+class HeldDelivery(Delivery):
+    """Deliveries the deletion guard holds, as their own list in the admin."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "held disable or delete"
+        verbose_name_plural = "held disables and deletes"

@@ -167,18 +167,27 @@ def _upsert_postgresql(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list
                 params.extend([target_id, object_type, object_id, want.version, want.priority])
             cursor.execute(
                 f"INSERT INTO {table} (target_id, object_type, object_id, version, priority, state,"
-                f" leased_version, attempts, failures, waiting_for_members, last_error, created, updated,"
-                f" enqueued_at)"
+                f" leased_version, attempts, failures, waiting_for_members, last_error, guard_approved_by,"
+                f" created, updated, enqueued_at)"
                 f" SELECT v.target_id, v.object_type, v.object_id::uuid, v.version, v.priority, 'queued',"
-                f" 0, 0, 0, false, '', %s, %s, %s"
+                f" 0, 0, 0, false, '', '', %s, %s, %s"
                 f" FROM (VALUES {rows}) AS v(target_id, object_type, object_id, version, priority)"
                 f" ON CONFLICT (target_id, object_type, object_id) WHERE state IN ({states})"
                 f" DO UPDATE SET version = GREATEST({table}.version, EXCLUDED.version),"
-                f" priority = LEAST({table}.priority, EXCLUDED.priority), updated = EXCLUDED.updated"
-                f" RETURNING id, (xmax = 0)",
-                [now, now, now, *params],
+                f" priority = LEAST({table}.priority, EXCLUDED.priority), updated = EXCLUDED.updated,"
+                # A newer change wakes a delivery the deletion guard holds: the object may be back in
+                # scope, and a held row must not swallow the change (SET reads the row as it was).
+                f" state = CASE WHEN {table}.state = 'held' AND EXCLUDED.version > {table}.version"
+                f"  THEN 'queued' ELSE {table}.state END,"
+                f" next_attempt_at = CASE WHEN {table}.state = 'held' AND EXCLUDED.version > {table}.version"
+                f"  THEN NULL ELSE {table}.next_attempt_at END,"
+                f" enqueued_at = CASE WHEN {table}.state = 'held' AND EXCLUDED.version > {table}.version"
+                f"  THEN EXCLUDED.enqueued_at ELSE {table}.enqueued_at END"
+                # New rows and woken ones carry this call's timestamp: those need a task.
+                f" RETURNING id, enqueued_at = %s",
+                [now, now, now, *params, now],
             )
-            created.extend(pk for pk, inserted in cursor.fetchall() if inserted)
+            created.extend(pk for pk, to_send in cursor.fetchall() if to_send)
     return created
 
 
@@ -205,10 +214,16 @@ def _upsert_generic(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list[in
             )
             created.append(delivery.pk)
         else:
+            fields = ["version", "priority", "updated"]
+            if active.state == Delivery.State.HELD and want.version > active.version:
+                # A newer change wakes a held delivery (see _upsert_postgresql).
+                active.state, active.next_attempt_at, active.enqueued_at = Delivery.State.QUEUED, None, now
+                fields += ["state", "next_attempt_at", "enqueued_at"]
+                created.append(active.pk)
             active.version = max(active.version, want.version)
             active.priority = min(active.priority, want.priority)
             active.updated = now
-            active.save(update_fields=["version", "priority", "updated"])
+            active.save(update_fields=fields)
     return created
 
 

@@ -48,6 +48,7 @@ from provisioning.clients import (
 )
 from provisioning.conf import provisioning_setting
 from provisioning.crypto import CredentialsUnreadable
+from provisioning.guard import DeletionGuard, Held
 from provisioning.mapping import (
     Payloads,
     create_only_part,
@@ -190,8 +191,10 @@ class Disputed(Exception):
 class Engine:
     """The push logic for one target: match, create, update, disable, delete, membership deltas."""
 
-    def __init__(self, target: Target, connection: ScimConnection, push: Push) -> None:
-        self.target, self.push = target, push
+    def __init__(
+        self, target: Target, connection: ScimConnection, push: Push, guard: DeletionGuard | None = None
+    ) -> None:
+        self.target, self.push, self.guard = target, push, guard
         self.profile: VendorProfile = target.profile
         self.users = UserClient(connection, push.exchanges)
         self.groups = GroupClient(connection, push.exchanges)
@@ -514,6 +517,24 @@ class Engine:
 
     # -- leaving
 
+    def _guard(self, action: str) -> None:
+        """Ask the deletion guard before a disable or delete is sent (Held stops the attempt)."""
+        if self.guard is None or self.push.dry_run:
+            return
+        attributes = self.state.get("attributes") or {}
+        label = (
+            self.push.object_repr
+            or str(attributes.get("userName") or attributes.get("displayName") or "")
+            or f"{self.push.object_type} {self.push.object_id}"
+        )
+        self.guard.allow(
+            target=self.target,
+            object_type=self.push.object_type,
+            object_id=self.push.object_id,
+            action=action,
+            label=label,
+        )
+
     def leave(self, *, deleted: bool) -> None:
         push = self.push
         if self.link is None:
@@ -536,6 +557,7 @@ class Engine:
             push.link_delete = deleted
             return
         push.action = Action.DELETE
+        self._guard(Action.DELETE)
         try:
             self.client.delete(remote_id)
         except RemoteNotFound:
@@ -551,6 +573,7 @@ class Engine:
             return
         push.action = Action.DISABLE
         push.modified = {"active": [attributes.get("active", True), False]}
+        self._guard(Action.DISABLE)
         new = {**attributes, "active": False}
         try:
             if self.profile.user_update_method == VendorProfile.UpdateMethod.PUT and attributes:
@@ -701,6 +724,15 @@ def _finish(delivery: Delivery, push: Push) -> tuple[list[int], float | None]:
         ):
             return [delivery.pk], None
         return [], None
+    if push.outcome == Outcome.HELD:
+        if mine.filter(version=delivery.leased_version).update(
+            state=Delivery.State.HELD, last_error=push.error, **common
+        ):
+            return [], None
+        # A newer change arrived meanwhile: decide again from the state of now.
+        if mine.update(state=Delivery.State.QUEUED, next_attempt_at=None, enqueued_at=now, **common):
+            return [delivery.pk], None
+        return [], None
     if push.outcome == Outcome.WAITING:
         if delivery.attempts >= provisioning_setting("MEMBER_WAIT_ATTEMPTS"):
             mine.update(state=Delivery.State.DONE, last_error=push.error, waiting_for_members=False, **common)
@@ -774,6 +806,7 @@ def object_push(
     object_id: uuid.UUID,
     dry_run: bool = False,
     connection: ScimConnection | None = None,
+    guard: DeletionGuard | None = None,
 ) -> Push:
     """Bring one object to its desired state on one target (or, dry, say which requests that takes)."""
     push = Push(target=target, object_type=object_type, object_id=object_id, dry_run=dry_run)
@@ -782,9 +815,11 @@ def object_push(
     except CredentialsUnreadable as exc:
         push.outcome, push.error, push.misconfigured = Outcome.RETRY, str(exc), True
         return push
-    engine = Engine(target, DryRunConnection(real) if dry_run else real, push)
+    engine = Engine(target, DryRunConnection(real) if dry_run else real, push, guard)
     try:
         engine.run()
+    except Held as exc:
+        push.outcome, push.error = Outcome.HELD, str(exc)
     except Disputed as exc:
         push.outcome, push.error = Outcome.DISPUTED, str(exc)
     except TransientError as exc:
@@ -832,7 +867,11 @@ def delivery_send(*, delivery_id: int, connection: ScimConnection | None = None)
     run_id = delivery.run_id or uuid.uuid4()
     started = time.monotonic()
     push = object_push(
-        target=target, object_type=delivery.object_type, object_id=delivery.object_id, connection=connection
+        target=target,
+        object_type=delivery.object_type,
+        object_id=delivery.object_id,
+        connection=connection,
+        guard=DeletionGuard(delivery),
     )
     duration_ms = int((time.monotonic() - started) * 1000)
     with transaction.atomic():
@@ -929,6 +968,8 @@ class SyncPlan:
     groups: int = 0
     unlinked: int = 0
     queued: int = 0
+    # Stamped on the deliveries it queued: the deletion guard counts per run, the status page shows it.
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
 def _scope_pages(target: Target, page_size: int) -> Iterator[list[tuple[str, uuid.UUID]]]:
@@ -983,6 +1024,10 @@ def target_full_sync(
     """
     plan = SyncPlan()
     page_size = provisioning_setting("FULL_SYNC_PAGE_SIZE")
+    if not dry_run:
+        Target.objects.filter(pk=target.pk).update(
+            last_full_sync_at=timezone.now(), last_full_sync_run_id=plan.run_id
+        )
     if stored_types(target) and not dry_run:
         with transaction.atomic():
             scope_refresh(target=target)
@@ -998,6 +1043,7 @@ def target_full_sync(
         if not dry_run:
             with transaction.atomic():
                 ids = deliveries_for_objects(target=target, keys=page, priority=Delivery.Priority.BACKFILL)
+                Delivery.objects.filter(pk__in=ids).update(run_id=plan.run_id)
                 plan.queued += len(ids)
                 queue.send_on_commit(ids)
         if progress is not None:
