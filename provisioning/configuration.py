@@ -141,10 +141,8 @@ def _row(mapping: AttributeMapping) -> MappingRow:
     )
 
 
-@transaction.atomic
-def mapping_save(*, mapping: AttributeMapping, resync: bool = True) -> AttributeMapping:
-    """Create or change one mapping row, checked with the rest of its set."""
-    _lock(mapping.target)
+def mapping_check(*, mapping: AttributeMapping) -> None:
+    """ValidationError (by field) unless `mapping` can join the rest of its target's set."""
     others = AttributeMapping.objects.filter(target=mapping.target, object_type=mapping.object_type)
     if mapping.pk:
         others = others.exclude(pk=mapping.pk)
@@ -153,6 +151,13 @@ def mapping_save(*, mapping: AttributeMapping, resync: bool = True) -> Attribute
         mapping_rows_compile(object_type=mapping.object_type, rows=rows)
     except MappingRowError as exc:
         raise ValidationError({exc.field: exc.message} if exc.field else exc.message) from None
+
+
+@transaction.atomic
+def mapping_save(*, mapping: AttributeMapping, resync: bool = True) -> AttributeMapping:
+    """Create or change one mapping row, checked with the rest of its set."""
+    _lock(mapping.target)
+    mapping_check(mapping=mapping)
     mapping.target_attribute = mapping.target_attribute.strip()
     mapping.save()
     _bump_mapping_revision(mapping.target)
