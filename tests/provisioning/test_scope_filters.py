@@ -2,6 +2,8 @@
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from directory import services as directory
 from provisioning import queue, relay
@@ -245,3 +247,38 @@ def test_bad_filters_are_refused_when_saved(target_factory, filters, message):
     assert "user_scoping_filters" in raised.value.message_dict
     with pytest.raises(ValidationError, match=message):
         target_scoping_update(target=target, user_filters=filters, group_filters=[])
+
+
+@pytest.mark.postgres  # on SQLite the relay's upsert itself is a statement per delivery
+def test_the_relay_re_decides_a_batch_of_changed_objects_in_a_fixed_number_of_queries(
+    actor, target_factory, sent
+):
+    target = target_factory(scope="all", user_scoping_filters=SALES_ONLY)
+    counts = []
+    for size in (4, 40):
+        users = [
+            directory.user_create(actor=actor, user_name=f"b{size}-{n}@example.com", department="Sales")
+            for n in range(size)
+        ]
+        relay.relay_change_events()
+        # Every other one leaves, the others stay (their department changes case, EQUALS ignores it).
+        leavers = {u.pk for u in users[1::2]}
+        for user in users:
+            directory.user_update(
+                actor=actor, user_id=user.pk, department="HR" if user.pk in leavers else "SALES"
+            )
+        with CaptureQueriesContext(connection) as queries:
+            result = relay.relay_change_events()
+        assert result.events == size
+        counts.append(len(queries))
+        assert {pk for kind, pk in scope_of(target)} & {u.pk for u in users} == {
+            u.pk for u in users
+        } - leavers
+        assert leavers <= set(excluded(target))
+        assert (
+            set(
+                Delivery.objects.filter(priority=Delivery.Priority.LEAVER).values_list("object_id", flat=True)
+            )
+            >= leavers
+        )
+    assert counts[0] == counts[1]
