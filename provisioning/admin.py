@@ -9,7 +9,8 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -240,12 +241,16 @@ class TargetAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Target]:
-        # The changelist's queue column in the same query as the rows.
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(queued_count=Count("deliveries", filter=Q(deliveries__state__in=["queued", "running"])))
+        # The changelist's queue column in the same query as the rows: a correlated count over the
+        # (target, state) index, not a join over every delivery the targets ever had.
+        active = (
+            Delivery.objects.filter(target=OuterRef("pk"), state__in=["queued", "running"])
+            .order_by()
+            .values("target")
+            .annotate(count=Count("id"))
+            .values("count")
         )
+        return super().get_queryset(request).annotate(queued_count=Coalesce(Subquery(active), 0))
 
     @admin.display(description="queued")
     def queue_depth(self, obj: Target) -> int:

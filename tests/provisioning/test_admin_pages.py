@@ -405,3 +405,26 @@ def test_held_operations_are_listed_and_approved_or_rejected_in_the_admin(
     ]
     for changelist in ("attributemapping", "scopeexclusion", "guardgrant", "helddelivery"):
         assert admin_client_logged_in.get(f"/admin/provisioning/{changelist}/").status_code == HTTPStatus.OK
+
+
+def test_target_changelist_counts_each_queue_in_the_same_query(
+    admin_client_logged_in, target_factory, django_assert_num_queries
+):
+    def queue(target, states):
+        for state in states:
+            lease = timezone.now() + timedelta(minutes=5) if state == "running" else None
+            Delivery.objects.create(
+                target=target, object_type="user", object_id=uuid.uuid4(), state=state, lease_until=lease
+            )
+
+    first = target_factory()
+    queue(first, ["queued", "queued", "done", "held"])
+    with django_assert_num_queries(5) as one:
+        page = admin_client_logged_in.get("/admin/provisioning/target/").content.decode()
+    assert '<td class="field-queue_depth">2</td>' in page
+    for n in range(3):
+        queue(target_factory(), ["running"] * (n + 3) + ["failed"])
+    with django_assert_num_queries(len(one.captured_queries)):
+        page = admin_client_logged_in.get("/admin/provisioning/target/").content.decode()
+    for count in (2, 3, 4, 5):
+        assert f'<td class="field-queue_depth">{count}</td>' in page
