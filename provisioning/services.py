@@ -967,6 +967,8 @@ class SyncPlan:
     users: int = 0
     groups: int = 0
     unlinked: int = 0
+    # Linked on the target but out of scope now (left while the target was disabled, say): leavers.
+    leaving: int = 0
     queued: int = 0
     # Stamped on the deliveries it queued: the deletion guard counts per run, the status page shows it.
     run_id: uuid.UUID = field(default_factory=uuid.uuid4)
@@ -1048,7 +1050,34 @@ def target_full_sync(
                 queue.send_on_commit(ids)
         if progress is not None:
             progress(plan)
+    for keys in _linked_out_of_scope_pages(target, page_size):
+        # A run also settles what should no longer be there; the deletion guard counts these per run.
+        plan.leaving += len(keys)
+        if not dry_run:
+            with transaction.atomic():
+                ids = deliveries_for_objects(target=target, keys=keys, priority=Delivery.Priority.LEAVER)
+                Delivery.objects.filter(pk__in=ids).update(run_id=plan.run_id)
+                plan.queued += len(ids)
+                queue.send_on_commit(ids)
     return plan
+
+
+def _linked_out_of_scope_pages(target: Target, page_size: int) -> Iterator[list[tuple[str, uuid.UUID]]]:
+    """Objects linked on the target that are out of its scope now, a page of links at a time."""
+    last = 0
+    while True:
+        rows = list(
+            TargetLink.objects.filter(target=target, pk__gt=last)
+            .order_by("pk")
+            .values_list("pk", "object_type", "object_id")[:page_size]
+        )
+        if not rows:
+            return
+        last = rows[-1][0]
+        keys = {(object_type, object_id) for _, object_type, object_id in rows}
+        gone = keys - scope_filter(target=target, keys=keys)
+        if gone:
+            yield sorted(gone)
 
 
 @transaction.atomic

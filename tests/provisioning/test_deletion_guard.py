@@ -18,7 +18,7 @@ from provisioning.models import (
     TargetAssignment,
     TargetLink,
 )
-from provisioning.services import target_scope_update
+from provisioning.services import target_full_sync, target_scope_update
 from tests.provisioning.downstream import InProcessScim
 from tests.provisioning.helpers import run_all
 
@@ -243,3 +243,31 @@ def test_two_workers_at_the_threshold_cannot_both_pass(actor, target_factory):
         thread.join(20)
     assert sorted(outcomes) == ["allowed", "held"]
     assert GuardGrant.objects.filter(target=target).count() == 1
+
+
+def test_a_full_sync_run_settles_leavers_missed_while_disabled_within_its_run_limit(
+    actor, target_factory, downstream, sent
+):
+    target, staff, users = provisioned(actor, target_factory, downstream, 3, guard_run_max_count=1)
+    target.enabled = False
+    target.save()
+    directory.membership_remove(actor=actor, group_id=staff.pk, user_ids=[u.pk for u in users])
+    run_all(downstream.connection())  # the relay skips a disabled target: nothing happens downstream
+    assert all(remote_active(downstream, u) for u in users)
+
+    target.enabled = True
+    target.save()
+    plan = target_full_sync(target=target)
+    assert (plan.users, plan.groups, plan.leaving) == (0, 1, 3)
+    leavers = Delivery.objects.filter(target=target, priority=Delivery.Priority.LEAVER, state="queued")
+    assert set(leavers.values_list("run_id", flat=True)) == {plan.run_id}
+    run_all(downstream.connection())
+    assert sum(not remote_active(downstream, u) for u in users) == 1
+    reasons = list(held(target).values_list("last_error", flat=True))
+    assert len(reasons) == 2
+    assert "2 disables/deletes in this full sync run would exceed the limit of 1" in reasons[0]
+
+    # The next run is counted on its own, but held deliveries wait for an operator, not for a new run.
+    target_full_sync(target=target)
+    run_all(downstream.connection())
+    assert held(target).count() == 2
