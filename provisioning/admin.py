@@ -1,5 +1,6 @@
 """Outbound provisioning in the operator admin: targets (credentials write-only), profiles, links,
-deliveries and the provisioning log, with provision-on-demand per target."""
+deliveries and the provisioning log, with provision-on-demand per target; per target, its mappings,
+scoping filters, test connection and status pages (provisioning.admin_pages); held disables/deletes."""
 
 import json
 import uuid
@@ -7,7 +8,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.core.exceptions import ValidationError
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -16,11 +19,18 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from directory.models import Group, User
-from provisioning import queue
+from provisioning import admin_pages, queue
+from provisioning.configuration import mapping_check, mapping_delete, mapping_save, mappings_seed_default
+from provisioning.connection_test import target_test_connection
+from provisioning.guard import held_approve, held_reject
 from provisioning.models import (
+    AttributeMapping,
     Delivery,
     DeliveryAttempt,
+    GuardGrant,
+    HeldDelivery,
     ObjectType,
+    ScopeExclusion,
     Target,
     TargetAssignment,
     TargetLink,
@@ -28,6 +38,14 @@ from provisioning.models import (
 )
 from provisioning.relay import deliveries_for_objects
 from provisioning.services import DeliveryBusy, object_provision_now, target_full_sync, target_scope_update
+
+SCOPING_FIELDS = ("user_scoping_filters", "group_scoping_filters")
+GUARD_FIELDS = [
+    "guard_run_max_count",
+    "guard_run_max_percent",
+    "guard_hour_max_count",
+    "guard_hour_max_percent",
+]
 
 # Credential fields per authentication type; each is write-only in the form.
 CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -85,6 +103,8 @@ class TargetForm(forms.ModelForm):
             "group_matching",
             "scope",
             "deletion_policy",
+            *SCOPING_FIELDS,
+            *GUARD_FIELDS,
         ]
 
     def clean(self) -> dict[str, Any]:
@@ -155,10 +175,21 @@ class TargetAdmin(admin.ModelAdmin):
         "circuit_next_attempt_at",
         "created",
         "provision_link",
+        "pages",
+        "last_full_sync_at",
     ]
-    actions = ["full_sync", "pause", "resume", "clear_quarantine"]
+    actions = [
+        "full_sync",
+        "pause",
+        "resume",
+        "clear_quarantine",
+        "retry_failed",
+        "approve_all_held",
+        "test_connection",
+        "seed_default_mappings",
+    ]
     fieldsets = [
-        (None, {"fields": ["name", "base_url", "profile", "enabled", "paused", "provision_link"]}),
+        (None, {"fields": ["name", "base_url", "profile", "enabled", "paused", "provision_link", "pages"]}),
         (
             "Authentication (write-only: leave blank to keep the stored value)",
             {
@@ -190,12 +221,59 @@ class TargetAdmin(admin.ModelAdmin):
             "Matching, scope and deletion",
             {"fields": ["user_matching", "group_matching", "scope", "deletion_policy"]},
         ),
-        ("Health", {"fields": ["circuit_state", "circuit_reason", "circuit_next_attempt_at", "created"]}),
+        (
+            "Scoping filters (preview a change on the scoping filters page before saving it)",
+            {"fields": list(SCOPING_FIELDS)},
+        ),
+        ("Deletion guard (empty: no limit)", {"fields": GUARD_FIELDS}),
+        (
+            "Health",
+            {
+                "fields": [
+                    "circuit_state",
+                    "circuit_reason",
+                    "circuit_next_attempt_at",
+                    "last_full_sync_at",
+                    "created",
+                ]
+            },
+        ),
     ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Target]:
+        # The changelist's queue column in the same query as the rows: a correlated count over the
+        # (target, state) index, not a join over every delivery the targets ever had.
+        active = (
+            Delivery.objects.filter(target=OuterRef("pk"), state__in=["queued", "running"])
+            .order_by()
+            .values("target")
+            .annotate(count=Count("id"))
+            .values("count")
+        )
+        return super().get_queryset(request).annotate(queued_count=Coalesce(Subquery(active), 0))
 
     @admin.display(description="queued")
     def queue_depth(self, obj: Target) -> int:
+        counted = getattr(obj, "queued_count", None)
+        if counted is not None:
+            return int(counted)
         return obj.deliveries.filter(state__in=["queued", "running"]).count()
+
+    @admin.display(description="pages")
+    def pages(self, obj: Target) -> str:
+        if not obj.pk:
+            return "-"
+        links = [
+            ("Status", reverse("admin:provisioning_target_status", args=[obj.pk])),
+            ("User mappings", reverse("admin:provisioning_target_mappings", args=[obj.pk, "user"])),
+            ("Group mappings", reverse("admin:provisioning_target_mappings", args=[obj.pk, "group"])),
+            ("Scoping filters", reverse("admin:provisioning_target_scoping", args=[obj.pk])),
+            ("Test connection", reverse("admin:provisioning_target_test_connection", args=[obj.pk])),
+        ]
+        return format_html(
+            " · ".join(['<a href="{}">{}</a>'] * len(links)),
+            *[part for name, url in links for part in (url, name)],
+        )
 
     @admin.display(description="provision on demand")
     def provision_link(self, obj: Target) -> str:
@@ -211,7 +289,9 @@ class TargetAdmin(admin.ModelAdmin):
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
-        change_set = target_scope_update(target=form.instance)
+        # Changed filters decide every candidate again; otherwise only new candidates are looked at.
+        reevaluate = bool(set(SCOPING_FIELDS) & set(form.changed_data))
+        change_set = target_scope_update(target=form.instance, reevaluate=reevaluate)
         if change_set.entered or change_set.left:
             self.message_user(
                 request,
@@ -220,12 +300,37 @@ class TargetAdmin(admin.ModelAdmin):
             )
 
     def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
         urls = [
             path(
                 "<int:target_id>/provision/",
-                self.admin_site.admin_view(self.provision_view),
+                view(self.provision_view),
                 name="provisioning_target_provision",
-            )
+            ),
+            path(
+                "<int:target_id>/mappings/<str:object_type>/",
+                view(
+                    lambda request, target_id, object_type: admin_pages.mappings_view(
+                        self, request, target_id, object_type
+                    )
+                ),
+                name="provisioning_target_mappings",
+            ),
+            path(
+                "<int:target_id>/scoping/",
+                view(lambda request, target_id: admin_pages.scoping_view(self, request, target_id)),
+                name="provisioning_target_scoping",
+            ),
+            path(
+                "<int:target_id>/test-connection/",
+                view(lambda request, target_id: admin_pages.test_connection_view(self, request, target_id)),
+                name="provisioning_target_test_connection",
+            ),
+            path(
+                "<int:target_id>/status/",
+                view(lambda request, target_id: admin_pages.status_view(self, request, target_id)),
+                name="provisioning_target_status",
+            ),
         ]
         return urls + super().get_urls()
 
@@ -276,12 +381,41 @@ class TargetAdmin(admin.ModelAdmin):
         queryset.update(paused=False)
         _resend(Delivery.objects.filter(target__in=queryset, state=Delivery.State.QUEUED))
 
+    def _act(self, request: HttpRequest, queryset: QuerySet[Target], action: str) -> None:
+        for target in queryset:
+            self._audit(request, target, admin_pages.run_action(action, target, request.user.get_username()))
+
     @admin.action(description="Clear quarantine and retry now")
     def clear_quarantine(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
-        queryset.update(
-            circuit_state=Target.CircuitState.HEALTHY, circuit_reason="", circuit_next_attempt_at=None
-        )
-        _resend(Delivery.objects.filter(target__in=queryset, state=Delivery.State.QUEUED))
+        self._act(request, queryset, "clear_quarantine")
+
+    @admin.action(description="Retry failed deliveries")
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
+        self._act(request, queryset, "retry_failed")
+
+    @admin.action(description="Approve every held disable/delete")
+    def approve_all_held(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
+        self._act(request, queryset, "approve_held")
+
+    @admin.action(description="Test connection")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
+        for target in queryset:
+            checks = target_test_connection(target=target)
+            failed = [f"{check.name}: {check.explanation}" for check in checks if check.status == "fail"]
+            if failed:
+                messages.error(request, f"{target.name}: " + "; ".join(failed))
+            else:
+                messages.success(request, f"{target.name}: every check passed")
+
+    @admin.action(description="Create mapping rows from the default mapping (where there are none)")
+    def seed_default_mappings(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
+        for target in queryset:
+            created = mappings_seed_default(target=target)
+            self._audit(request, target, f"Seeded {created} mapping rows from the default mapping.")
+
+    def _audit(self, request: HttpRequest, target: Target, message: str) -> None:
+        self.log_change(request, target, message)
+        self.message_user(request, f"{target.name}: {message}")
 
 
 def _resend(deliveries: QuerySet[Delivery]) -> int:
@@ -405,6 +539,144 @@ class DeliveryAttemptAdmin(UUIDSearchMixin, admin.ModelAdmin):
     date_hierarchy = "created"
     ordering = ["-created", "-id"]
     readonly_fields = [field.name for field in DeliveryAttempt._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class AttributeMappingForm(forms.ModelForm):
+    class Meta:
+        model = AttributeMapping
+        fields = [
+            "target",
+            "object_type",
+            "position",
+            "target_attribute",
+            "source_kind",
+            "source",
+            "default_value",
+            "apply",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        # The instance gets the form's values only after clean(): check a copy built from them.
+        fields = {name: data.get(name) for name in self.Meta.fields}
+        try:
+            mapping_check(mapping=AttributeMapping(pk=self.instance.pk, **fields))
+        except ValidationError as exc:
+            if not hasattr(exc, "error_dict"):
+                self.add_error(None, exc)
+                return data
+            for field, errors in exc.error_dict.items():
+                self.add_error(field if field in self.fields else None, errors)
+        return data
+
+
+@admin.register(AttributeMapping)
+class AttributeMappingAdmin(admin.ModelAdmin):
+    """Single rows; the per-target mappings page edits a whole set with a preview."""
+
+    form = AttributeMappingForm
+    list_display = ["target", "object_type", "position", "target_attribute", "source_kind", "source", "apply"]
+    list_filter = ["target", "object_type", "source_kind", "apply"]
+    search_fields = ["target_attribute", "source"]
+    list_select_related = ["target"]
+    ordering = ["target", "object_type", "position", "id"]
+
+    def save_model(self, request: HttpRequest, obj: AttributeMapping, form: Any, change: bool) -> None:
+        mapping_save(mapping=obj)
+
+    def delete_model(self, request: HttpRequest, obj: AttributeMapping) -> None:
+        mapping_delete(mapping=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AttributeMapping]) -> None:
+        for mapping in queryset.select_related("target"):
+            try:
+                mapping_delete(mapping=mapping)
+            except ValidationError as exc:
+                messages.error(request, f"{mapping}: {'; '.join(exc.messages)}")
+
+
+@admin.register(HeldDelivery)
+class HeldDeliveryAdmin(UUIDSearchMixin, admin.ModelAdmin):
+    """Disables and deletes the deletion guard holds: approve (they go through) or reject (left as is)."""
+
+    list_display = ["id", "target", "object_type", "object_id", "last_error", "updated"]
+    list_filter = ["target", "object_type"]
+    search_fields = ["last_error"]
+    list_select_related = ["target"]
+    ordering = ["target", "id"]
+    actions = ["approve", "reject"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[HeldDelivery]:
+        return super().get_queryset(request).filter(state=Delivery.State.HELD)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Decided by the actions below only.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[HeldDelivery], approve: bool) -> None:
+        selected = list(queryset.values_list("pk", "target_id"))
+        ids = [pk for pk, _ in selected]
+        operator = request.user.get_username()
+        if approve:
+            count, verb = held_approve(operator=operator, delivery_ids=ids), "Approved"
+        else:
+            count, verb = held_reject(operator=operator, delivery_ids=ids), "Rejected"
+        for target in Target.objects.filter(pk__in={target_id for _, target_id in selected}):
+            mine = [pk for pk, target_id in selected if target_id == target.pk]
+            self.log_change(request, target, f"{verb} held deliveries {', '.join(map(str, mine))}")
+        self.message_user(request, f"{verb} {count} held disable(s)/delete(s)")
+
+    @admin.action(description="Approve: send the selected disables/deletes")
+    def approve(self, request: HttpRequest, queryset: QuerySet[HeldDelivery]) -> None:
+        self._decide(request, queryset, approve=True)
+
+    @admin.action(description="Reject: leave the selected objects as they are downstream")
+    def reject(self, request: HttpRequest, queryset: QuerySet[HeldDelivery]) -> None:
+        self._decide(request, queryset, approve=False)
+
+
+@admin.register(ScopeExclusion)
+class ScopeExclusionAdmin(UUIDSearchMixin, admin.ModelAdmin):
+    """Objects a target's assignments cover but its scoping filters keep out, with the reason."""
+
+    list_display = ["object_type", "object_id", "target", "reason", "since"]
+    list_filter = ["target", "object_type"]
+    search_fields = ["reason"]
+    list_select_related = ["target"]
+    ordering = ["-since"]
+    readonly_fields = ["target", "object_type", "object_id", "reason", "since"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(GuardGrant)
+class GuardGrantAdmin(UUIDSearchMixin, admin.ModelAdmin):
+    """Disables and deletes the deletion guard let through (or an operator approved)."""
+
+    list_display = ["created", "target", "action", "object_type", "object_id", "approved_by", "run_id"]
+    list_filter = ["target", "action"]
+    search_fields = ["approved_by"]
+    list_select_related = ["target"]
+    date_hierarchy = "created"
+    ordering = ["-created"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -10,12 +10,16 @@ import json
 import uuid
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils.timezone import now
 
 from directory.models import Group, User
 from provisioning import crypto
+from provisioning.scoping import ScopingError, parse_filters
+from provisioning.sources import PathError, check_source_path
 
 
 class ObjectType(models.TextChoices):
@@ -134,8 +138,32 @@ class Target(models.Model):
         default=default_group_matching, help_text="Attributes tried in order to find an existing group."
     )
     scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.ASSIGNED)
+    # Attribute scoping filters (provisioning.scoping): an object is in scope when it is assigned
+    # (or the scope is "all") and passes them. Empty: no filter.
+    user_scoping_filters = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Users: a list of filters, each a list of clauses {"attribute", "operator", "value"}; '
+        "an object passes when every clause of at least one filter holds.",
+    )
+    group_scoping_filters = models.JSONField(default=list, blank=True, help_text="Groups: as for users.")
     deletion_policy = models.CharField(
         max_length=16, choices=DeletionPolicy.choices, default=DeletionPolicy.DISABLE
+    )
+    # The deletion guard: disables and deletes beyond any of these are held for an operator's approval.
+    # Empty: no limit. Percentages are of the target's population (the larger of the objects in
+    # scope and the objects linked on it, so what just left scope still counts).
+    guard_run_max_count = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Disables/deletes per full sync run."
+    )
+    guard_run_max_percent = models.FloatField(
+        null=True, blank=True, help_text="Disables/deletes per full sync run, in % of the target's objects."
+    )
+    guard_hour_max_count = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Disables/deletes in any rolling hour."
+    )
+    guard_hour_max_percent = models.FloatField(
+        null=True, blank=True, help_text="Disables/deletes in any rolling hour, in % of the target's objects."
     )
     enabled = models.BooleanField(default=True, help_text="Off: changes are not even queued.")
     paused = models.BooleanField(default=False, help_text="On: changes are queued but not sent.")
@@ -144,9 +172,14 @@ class Target(models.Model):
     )
     circuit_reason = models.TextField(blank=True, default="")
     circuit_next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # The last full sync: when it was queued and the run id on its deliveries.
+    last_full_sync_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_full_sync_run_id = models.UUIDField(null=True, blank=True, editable=False)
     created = models.DateTimeField(default=now, editable=False)
     # Bumped when the connection settings or credentials change, so cached HTTP clients are rebuilt.
     revision = models.PositiveIntegerField(default=1, editable=False)
+    # Bumped by every change to the target's attribute mappings, so workers recompile them.
+    mapping_revision = models.PositiveIntegerField(default=1, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -164,6 +197,11 @@ class Target(models.Model):
                 condition=Q(deletion_policy__in=["disable", "delete", "skip"]),
                 name="provisioning_target_deletion_policy_valid",
             ),
+            models.CheckConstraint(
+                condition=(Q(guard_run_max_percent__isnull=True) | Q(guard_run_max_percent__gte=0))
+                & (Q(guard_hour_max_percent__isnull=True) | Q(guard_hour_max_percent__gte=0)),
+                name="provisioning_target_guard_percent",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -179,9 +217,94 @@ class Target(models.Model):
         value: dict[str, Any] = json.loads(crypto.decrypt(self.encrypted_credentials))
         return value
 
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        for field, object_type in (("user_scoping_filters", "user"), ("group_scoping_filters", "group")):
+            try:
+                for clauses in parse_filters(getattr(self, field)):
+                    for clause in clauses:
+                        check_source_path(clause.attribute, object_type)
+            except (ScopingError, PathError) as exc:
+                errors[field] = str(exc)
+        if errors:
+            raise ValidationError(errors)
+
+    def has_deletion_guard(self) -> bool:
+        return any(
+            limit is not None
+            for limit in (
+                self.guard_run_max_count,
+                self.guard_run_max_percent,
+                self.guard_hour_max_count,
+                self.guard_hour_max_percent,
+            )
+        )
+
+    def scoping_filters_for(self, object_type: str) -> Any:
+        return self.user_scoping_filters if object_type == ObjectType.USER else self.group_scoping_filters
+
     def matching_for(self, object_type: str) -> list[str]:
         rules = self.user_matching if object_type == ObjectType.USER else self.group_matching
         return [str(rule) for rule in rules or []]
+
+
+class AttributeMapping(models.Model):
+    """One attribute a target receives: which directory value (or expression, or constant) fills it.
+
+    A target with no mapping rows for an object type gets the default mapping
+    (provisioning.mapping.user_payload / group_payload). Rows are written by
+    provisioning.configuration, which checks them and bumps the target's
+    `mapping_revision`; workers compile a target's rows once per revision.
+    """
+
+    class SourceKind(models.TextChoices):
+        ATTRIBUTE = "attribute", "directory attribute"
+        EXPRESSION = "expression"
+        CONSTANT = "constant"
+
+    class Apply(models.TextChoices):
+        ALWAYS = "always", "always"
+        ON_CREATE = "on_create", "on create only"
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="mappings")
+    object_type = models.CharField(max_length=8, choices=ObjectType.choices)
+    target_attribute = models.CharField(
+        max_length=255,
+        help_text='SCIM path on the target: userName, name.givenName, emails[type eq "work"].value, '
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+    )
+    source_kind = models.CharField(max_length=16, choices=SourceKind.choices, default=SourceKind.ATTRIBUTE)
+    source = models.TextField(
+        blank=True, default="", help_text="A directory attribute path, an expression, or the constant text."
+    )
+    default_value = models.CharField(
+        max_length=1000, blank=True, default="", help_text="Sent when the source is empty."
+    )
+    apply = models.CharField(max_length=16, choices=Apply.choices, default=Apply.ALWAYS)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "attribute mapping"
+        ordering = ["target", "object_type", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                "target",
+                "object_type",
+                Lower("target_attribute"),
+                name="provisioning_mapping_attribute_unique",
+                violation_error_message="This target attribute is mapped already.",
+            ),
+            models.CheckConstraint(
+                condition=Q(source_kind__in=["attribute", "expression", "constant"]),
+                name="provisioning_mapping_source_kind_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(apply__in=["always", "on_create"]), name="provisioning_mapping_apply_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target_attribute} ← {self.source or '(empty)'}"
 
 
 class TargetAssignment(models.Model):
@@ -235,6 +358,33 @@ class TargetScope(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_type} {self.object_id} in {self.target_id}"
+
+
+class ScopeExclusion(models.Model):
+    """An object its target's assignments cover but its scoping filters keep out, and why.
+
+    Kept beside TargetScope so that a membership change re-evaluates only the
+    objects that newly became candidates, and so the admin and the
+    provisioning log can say why an object is not provisioned.
+    """
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="scope_exclusions")
+    object_type = models.CharField(max_length=8, choices=ObjectType.choices)
+    object_id = models.UUIDField()
+    reason = models.CharField(max_length=255, blank=True, default="")
+    since = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = "scope exclusion"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["target", "object_type", "object_id"], name="provisioning_exclusion_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["object_type", "object_id"], name="provisioning_exclusion_object")]
+
+    def __str__(self) -> str:
+        return f"{self.object_type} {self.object_id} out of {self.target_id}: {self.reason}"
 
 
 class TargetLink(models.Model):
@@ -312,6 +462,8 @@ class Delivery(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     # A group waiting for some members to get a remote id first.
     waiting_for_members = models.BooleanField(default=False)
+    # Set when an operator approves a disable/delete the deletion guard held: it goes through next time.
+    guard_approved_by = models.CharField(max_length=150, blank=True, default="")
     last_error = models.TextField(blank=True, default="")
     run_id = models.UUIDField(null=True, blank=True)
     created = models.DateTimeField(default=now, editable=False)
@@ -372,6 +524,7 @@ class DeliveryAttempt(models.Model):
         DISPUTED = "disputed"
         WAITING = "waiting", "waiting for members"
         DRY_RUN = "dry_run", "dry run"
+        HELD = "held", "held by the deletion guard"
 
     id = models.BigAutoField(primary_key=True)
     target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="attempts")
@@ -417,3 +570,44 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type} {self.object_repr or self.object_id}: {self.outcome}"
+
+
+class GuardGrant(models.Model):
+    """A disable or delete the deletion guard let through: what its thresholds count.
+
+    Written (under a lock on the target) before the request is sent, so two
+    workers can never both take the last place below a threshold; one per
+    delivery, so a retried request is not counted twice.
+    """
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="guard_grants")
+    delivery = models.OneToOneField(
+        Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="guard_grant"
+    )
+    object_type = models.CharField(max_length=8, choices=ObjectType.choices)
+    object_id = models.UUIDField()
+    action = models.CharField(max_length=16)
+    run_id = models.UUIDField(null=True, blank=True)
+    # The operator who approved it after it was held; empty when it was within the thresholds.
+    approved_by = models.CharField(max_length=150, blank=True, default="")
+    created = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = "deletion guard grant"
+        indexes = [
+            # The rolling-hour and per-run counts.
+            models.Index(fields=["target", "created"], name="provisioning_grant_hour"),
+            models.Index(fields=["target", "run_id"], name="provisioning_grant_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type} {self.object_id} on {self.target_id}"
+
+
+class HeldDelivery(Delivery):
+    """Deliveries the deletion guard holds, as their own list in the admin."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "held disable or delete"
+        verbose_name_plural = "held disables and deletes"

@@ -20,7 +20,15 @@ from directory.models import ChangeEvent
 from provisioning import queue
 from provisioning.conf import provisioning_setting
 from provisioning.models import ACTIVE_DELIVERY_STATES, Delivery, Target
-from provisioning.scope import ObjectKey, scope_filter, scope_refresh, scope_touched
+from provisioning.scope import (
+    ObjectKey,
+    filtered_types,
+    scope_filter,
+    scope_parent_groups,
+    scope_reevaluate,
+    scope_refresh,
+    scope_touched,
+)
 
 # Events that can move an "assigned" target's scope: a membership of a group in
 # scope changed, or an object in scope was deleted (its memberships went with it).
@@ -28,6 +36,15 @@ SCOPE_EVENTS = frozenset(
     {ChangeEvent.Kind.MEMBER_ADDED, ChangeEvent.Kind.MEMBER_REMOVED, ChangeEvent.Kind.DELETED}
 )
 LEAVER_EVENTS = frozenset({ChangeEvent.Kind.DEACTIVATED, ChangeEvent.Kind.DELETED})
+# Events that change an object's attributes, and so may move it across a scoping filter.
+ATTRIBUTE_EVENTS = frozenset(
+    {
+        ChangeEvent.Kind.CREATED,
+        ChangeEvent.Kind.UPDATED,
+        ChangeEvent.Kind.ACTIVATED,
+        ChangeEvent.Kind.DEACTIVATED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,17 @@ def _wanted_for_target(target: Target, events: Sequence[ChangeEvent]) -> dict[Ob
     keys = {(event.object_type, event.object_id) for event in events}
     # A deleted object is in nobody's scope any more; a target that had it must still hear of it.
     deleted = {(e.object_type, e.object_id) for e in events if e.kind == ChangeEvent.Kind.DELETED}
+    if filtered_types(target):
+        changed = {(e.object_type, e.object_id) for e in events if e.kind in ATTRIBUTE_EVENTS}
+        moved = scope_reevaluate(target=target, keys=changed, deleted=deleted)
+        left |= moved.left
+        for key in moved.entered:
+            _merge(wanted, key, last, Delivery.Priority.CHANGE)
+        for key in moved.left:
+            _merge(wanted, key, last, Delivery.Priority.LEAVER)
+        # Their groups' member lists downstream change with them.
+        for key in scope_parent_groups(target=target, keys=moved.entered | moved.left):
+            _merge(wanted, key, last, Delivery.Priority.CHANGE)
     concerned = scope_filter(target=target, keys=keys) | (
         deleted if target.scope == Target.Scope.ALL else set()
     )
@@ -139,18 +167,27 @@ def _upsert_postgresql(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list
                 params.extend([target_id, object_type, object_id, want.version, want.priority])
             cursor.execute(
                 f"INSERT INTO {table} (target_id, object_type, object_id, version, priority, state,"
-                f" leased_version, attempts, failures, waiting_for_members, last_error, created, updated,"
-                f" enqueued_at)"
+                f" leased_version, attempts, failures, waiting_for_members, last_error, guard_approved_by,"
+                f" created, updated, enqueued_at)"
                 f" SELECT v.target_id, v.object_type, v.object_id::uuid, v.version, v.priority, 'queued',"
-                f" 0, 0, 0, false, '', %s, %s, %s"
+                f" 0, 0, 0, false, '', '', %s, %s, %s"
                 f" FROM (VALUES {rows}) AS v(target_id, object_type, object_id, version, priority)"
                 f" ON CONFLICT (target_id, object_type, object_id) WHERE state IN ({states})"
                 f" DO UPDATE SET version = GREATEST({table}.version, EXCLUDED.version),"
-                f" priority = LEAST({table}.priority, EXCLUDED.priority), updated = EXCLUDED.updated"
-                f" RETURNING id, (xmax = 0)",
-                [now, now, now, *params],
+                f" priority = LEAST({table}.priority, EXCLUDED.priority), updated = EXCLUDED.updated,"
+                # A newer change wakes a delivery the deletion guard holds: the object may be back in
+                # scope, and a held row must not swallow the change (SET reads the row as it was).
+                f" state = CASE WHEN {table}.state = 'held' AND EXCLUDED.version > {table}.version"
+                f"  THEN 'queued' ELSE {table}.state END,"
+                f" next_attempt_at = CASE WHEN {table}.state = 'held' AND EXCLUDED.version > {table}.version"
+                f"  THEN NULL ELSE {table}.next_attempt_at END,"
+                f" enqueued_at = CASE WHEN {table}.state = 'held' AND EXCLUDED.version > {table}.version"
+                f"  THEN EXCLUDED.enqueued_at ELSE {table}.enqueued_at END"
+                # New rows and woken ones carry this call's timestamp: those need a task.
+                f" RETURNING id, enqueued_at = %s",
+                [now, now, now, *params, now],
             )
-            created.extend(pk for pk, inserted in cursor.fetchall() if inserted)
+            created.extend(pk for pk, to_send in cursor.fetchall() if to_send)
     return created
 
 
@@ -177,10 +214,16 @@ def _upsert_generic(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list[in
             )
             created.append(delivery.pk)
         else:
+            fields = ["version", "priority", "updated"]
+            if active.state == Delivery.State.HELD and want.version > active.version:
+                # A newer change wakes a held delivery (see _upsert_postgresql).
+                active.state, active.next_attempt_at, active.enqueued_at = Delivery.State.QUEUED, None, now
+                fields += ["state", "next_attempt_at", "enqueued_at"]
+                created.append(active.pk)
             active.version = max(active.version, want.version)
             active.priority = min(active.priority, want.priority)
             active.updated = now
-            active.save(update_fields=["version", "priority", "updated"])
+            active.save(update_fields=fields)
     return created
 
 

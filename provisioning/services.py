@@ -48,13 +48,18 @@ from provisioning.clients import (
 )
 from provisioning.conf import provisioning_setting
 from provisioning.crypto import CredentialsUnreadable
+from provisioning.guard import DeletionGuard, Held
 from provisioning.mapping import (
-    group_payload,
+    Payloads,
+    create_only_part,
+    group_payloads,
+    mapping_set_for,
     matching_value,
     modified_properties,
     patch_operations,
     payload_hash,
-    user_payload,
+    user_payloads,
+    with_create_only,
 )
 from provisioning.models import (
     Delivery,
@@ -67,7 +72,16 @@ from provisioning.models import (
     VendorProfile,
 )
 from provisioning.relay import deliveries_for_objects
-from provisioning.scope import ScopeChange, scope_contains, scope_filter, scope_refresh
+from provisioning.scope import (
+    DELETED,
+    ScopeChange,
+    object_decision,
+    scope_contains,
+    scope_filter,
+    scope_reevaluate_all,
+    scope_refresh,
+    stored_types,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +191,10 @@ class Disputed(Exception):
 class Engine:
     """The push logic for one target: match, create, update, disable, delete, membership deltas."""
 
-    def __init__(self, target: Target, connection: ScimConnection, push: Push) -> None:
-        self.target, self.push = target, push
+    def __init__(
+        self, target: Target, connection: ScimConnection, push: Push, guard: DeletionGuard | None = None
+    ) -> None:
+        self.target, self.push, self.guard = target, push, guard
         self.profile: VendorProfile = target.profile
         self.users = UserClient(connection, push.exchanges)
         self.groups = GroupClient(connection, push.exchanges)
@@ -208,15 +224,21 @@ class Engine:
                     else selectors.group_get(group_id=push.object_id)
                 )
             except ObjectNotFound:
-                push.in_scope, push.scope_reason = False, "deleted from the directory"
+                push.in_scope, push.scope_reason = False, DELETED
         if obj is not None:
             push.object_repr = str(obj)[:255]
+        if obj is not None and (decision := object_decision(self.target, obj)) is not None:
+            # The filters judged on the object as it is now (the stored scope follows within a relay run).
+            push.scope_reason = f"{reason}; {decision.reason}"
+            if not decision.in_scope:
+                push.in_scope, push.scope_reason, obj = False, decision.reason, None
+        if obj is not None:
             if isinstance(obj, User):
                 self.upsert_user(obj)
             else:
                 self.upsert_group(obj)
         else:
-            self.leave(deleted=push.scope_reason == "deleted from the directory")
+            self.leave(deleted=push.scope_reason == DELETED)
         if self.link is not None:
             push.remote_id = push.remote_id or self.link.remote_id
 
@@ -277,16 +299,31 @@ class Engine:
             .first()
         )
 
+    def _created(self, payloads: Payloads, adopted: bool) -> dict[str, Any]:
+        """Link state for a new link: the on-create-only values sent, which a later PUT repeats."""
+        return {"create_only": {} if adopted else create_only_part(payloads.create, payloads.update)}
+
+    def _put_body(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return with_create_only(payload, self.state.get("create_only") or {})
+
     def upsert_user(self, user: User) -> None:
-        payload = user_payload(self.target, user, manager_remote_id=self._manager_remote_id(user))
+        # On-create-only attributes go in the POST (`payloads.create`) and never in an update;
+        # the link keeps the update form, so later diffs never see them.
+        payloads = user_payloads(
+            self.target,
+            user,
+            manager_remote_id=self._manager_remote_id(user),
+            mappings=mapping_set_for(self.target, ObjectType.USER),
+        )
+        payload = payloads.update
         if self.link is None:
-            remote_id, adopted = self.create_or_adopt(payload)
+            remote_id, adopted = self.create_or_adopt(payloads.create)
             self.push.created_link = True
-            self.push.modified = modified_properties({}, payload)
+            self.push.modified = modified_properties({}, payload if adopted else payloads.create)
             if adopted:
                 # What the remote holds is unknown: write every attribute.
                 self.write_user(remote_id, {}, payload)
-            self._set_link(remote_id, payload)
+            self._set_link(remote_id, payload, **self._created(payloads, adopted))
             return
         old = self.state.get("attributes") or {}
         if self.link.last_hash == payload_hash(payload):
@@ -299,16 +336,16 @@ class Engine:
         except RemoteNotFound:
             # Deleted downstream behind our back: create it again.
             self.push.link_delete = True
-            remote_id, _ = self.create_or_adopt(payload)
+            remote_id, adopted = self.create_or_adopt(payloads.create)
             self.push.link_delete = False
             self.push.created_link = True
-            self._set_link(remote_id, payload)
+            self._set_link(remote_id, payload, **self._created(payloads, adopted))
             return
         self._set_link(self.link.remote_id, payload)
 
     def write_user(self, remote_id: str, old: dict[str, Any], new: dict[str, Any]) -> None:
         if self.profile.user_update_method == VendorProfile.UpdateMethod.PUT:
-            self.users.replace(remote_id, new)
+            self.users.replace(remote_id, self._put_body(new))
             return
         operations = patch_operations(modified_properties(old, new), style=self.profile.patch_style)
         if operations:
@@ -335,18 +372,20 @@ class Engine:
         return linked, missing
 
     def upsert_group(self, group: Group) -> None:
-        payload = group_payload(self.target, group)
+        payloads = group_payloads(self.target, group, mappings=mapping_set_for(self.target, ObjectType.GROUP))
+        payload = payloads.update
         linked, missing = self.desired_members(group)
         limit = self.profile.max_patch_operations
         if self.link is None:
-            remote_id = self.match(payload)
+            remote_id = self.match(payloads.create)
+            adopted = remote_id is not None
             if remote_id is not None:
                 self.push.action = Action.ADOPT
                 last = self.remote_members(remote_id)
                 self.push.modified = modified_properties({}, payload)
                 self.write_group_attributes(remote_id, {}, payload, linked)
             else:
-                body = dict(payload)
+                body = dict(payloads.create)
                 if len(linked) <= limit:
                     body["members"] = [{"value": remote} for remote in linked.values()]
                 try:
@@ -355,15 +394,16 @@ class Engine:
                     self.push.action, self.push.match_result = Action.CREATE, "created"
                     last = dict(linked) if "members" in body else {}
                 except Conflict:
-                    remote_id = self.match(payload)
+                    remote_id = self.match(payloads.create)
                     if remote_id is None:
                         raise
+                    adopted = True
                     self.push.action = Action.ADOPT
                     last = self.remote_members(remote_id)
                     self.write_group_attributes(remote_id, {}, payload, linked)
-                self.push.modified = modified_properties({}, payload)
+                self.push.modified = modified_properties({}, payload if adopted else payloads.create)
             self.push.created_link = True
-            self._set_link(remote_id, payload, members=last)
+            self._set_link(remote_id, payload, members=last, **self._created(payloads, adopted))
         else:
             remote_id = self.link.remote_id
             old = self.state.get("attributes") or {}
@@ -374,7 +414,7 @@ class Engine:
                 try:
                     self.write_group_attributes(remote_id, old, payload, linked)
                 except RemoteNotFound:
-                    self.link_recreate_group(payload, linked)
+                    self.link_recreate_group(payloads, linked)
                     return
                 if self.profile.group_update_method == VendorProfile.UpdateMethod.PUT:
                     last = dict(linked)
@@ -382,7 +422,7 @@ class Engine:
         try:
             self.push_members(remote_id, last, linked)
         except RemoteNotFound:
-            self.link_recreate_group(payload, linked)
+            self.link_recreate_group(payloads, linked)
             return
         if missing:
             self.push.error = f"{len(missing)} member(s) have no remote id yet: " + ", ".join(
@@ -390,14 +430,16 @@ class Engine:
             )
             self.push.outcome = Outcome.WAITING
 
-    def link_recreate_group(self, payload: dict[str, Any], linked: dict[str, str]) -> None:
+    def link_recreate_group(self, payloads: Payloads, linked: dict[str, str]) -> None:
         created = self.groups.create(
-            {**payload, "members": [{"value": remote} for remote in linked.values()]}
+            {**payloads.create, "members": [{"value": remote} for remote in linked.values()]}
         )
         self.push.action, self.push.match_result = Action.CREATE, "re-created (gone downstream)"
         self.push.created_link = True
         self.state = {}
-        self._set_link(str(created["id"]), payload, members=dict(linked))
+        self._set_link(
+            str(created["id"]), payloads.update, members=dict(linked), **self._created(payloads, False)
+        )
 
     def remote_members(self, remote_id: str) -> dict[str, str]:
         """Members an adopted group already has downstream, keyed by remote id (no directory id known)."""
@@ -414,9 +456,8 @@ class Engine:
         self, remote_id: str, old: dict[str, Any], new: dict[str, Any], linked: dict[str, str]
     ) -> None:
         if self.profile.group_update_method == VendorProfile.UpdateMethod.PUT:
-            self.groups.replace(
-                remote_id, {**new, "members": [{"value": remote} for remote in linked.values()]}
-            )
+            members = [{"value": remote} for remote in linked.values()]
+            self.groups.replace(remote_id, {**self._put_body(new), "members": members})
             return
         operations = patch_operations(modified_properties(old, new), style=self.profile.patch_style)
         if operations:
@@ -476,6 +517,24 @@ class Engine:
 
     # -- leaving
 
+    def _guard(self, action: str) -> None:
+        """Ask the deletion guard before a disable or delete is sent (Held stops the attempt)."""
+        if self.guard is None or self.push.dry_run:
+            return
+        attributes = self.state.get("attributes") or {}
+        label = (
+            self.push.object_repr
+            or str(attributes.get("userName") or attributes.get("displayName") or "")
+            or f"{self.push.object_type} {self.push.object_id}"
+        )
+        self.guard.allow(
+            target=self.target,
+            object_type=self.push.object_type,
+            object_id=self.push.object_id,
+            action=action,
+            label=label,
+        )
+
     def leave(self, *, deleted: bool) -> None:
         push = self.push
         if self.link is None:
@@ -498,6 +557,7 @@ class Engine:
             push.link_delete = deleted
             return
         push.action = Action.DELETE
+        self._guard(Action.DELETE)
         try:
             self.client.delete(remote_id)
         except RemoteNotFound:
@@ -513,10 +573,11 @@ class Engine:
             return
         push.action = Action.DISABLE
         push.modified = {"active": [attributes.get("active", True), False]}
+        self._guard(Action.DISABLE)
         new = {**attributes, "active": False}
         try:
             if self.profile.user_update_method == VendorProfile.UpdateMethod.PUT and attributes:
-                self.users.replace(remote_id, new)
+                self.users.replace(remote_id, self._put_body(new))
             else:
                 op = "Replace" if self.profile.patch_style == VendorProfile.PatchStyle.ENTRA else "replace"
                 self.users.patch(remote_id, [{"op": op, "path": "active", "value": False}])
@@ -663,6 +724,15 @@ def _finish(delivery: Delivery, push: Push) -> tuple[list[int], float | None]:
         ):
             return [delivery.pk], None
         return [], None
+    if push.outcome == Outcome.HELD:
+        if mine.filter(version=delivery.leased_version).update(
+            state=Delivery.State.HELD, last_error=push.error, **common
+        ):
+            return [], None
+        # A newer change arrived meanwhile: decide again from the state of now.
+        if mine.update(state=Delivery.State.QUEUED, next_attempt_at=None, enqueued_at=now, **common):
+            return [delivery.pk], None
+        return [], None
     if push.outcome == Outcome.WAITING:
         if delivery.attempts >= provisioning_setting("MEMBER_WAIT_ATTEMPTS"):
             mine.update(state=Delivery.State.DONE, last_error=push.error, waiting_for_members=False, **common)
@@ -736,6 +806,7 @@ def object_push(
     object_id: uuid.UUID,
     dry_run: bool = False,
     connection: ScimConnection | None = None,
+    guard: DeletionGuard | None = None,
 ) -> Push:
     """Bring one object to its desired state on one target (or, dry, say which requests that takes)."""
     push = Push(target=target, object_type=object_type, object_id=object_id, dry_run=dry_run)
@@ -744,9 +815,11 @@ def object_push(
     except CredentialsUnreadable as exc:
         push.outcome, push.error, push.misconfigured = Outcome.RETRY, str(exc), True
         return push
-    engine = Engine(target, DryRunConnection(real) if dry_run else real, push)
+    engine = Engine(target, DryRunConnection(real) if dry_run else real, push, guard)
     try:
         engine.run()
+    except Held as exc:
+        push.outcome, push.error = Outcome.HELD, str(exc)
     except Disputed as exc:
         push.outcome, push.error = Outcome.DISPUTED, str(exc)
     except TransientError as exc:
@@ -794,7 +867,11 @@ def delivery_send(*, delivery_id: int, connection: ScimConnection | None = None)
     run_id = delivery.run_id or uuid.uuid4()
     started = time.monotonic()
     push = object_push(
-        target=target, object_type=delivery.object_type, object_id=delivery.object_id, connection=connection
+        target=target,
+        object_type=delivery.object_type,
+        object_id=delivery.object_id,
+        connection=connection,
+        guard=DeletionGuard(delivery),
     )
     duration_ms = int((time.monotonic() - started) * 1000)
     with transaction.atomic():
@@ -890,13 +967,22 @@ class SyncPlan:
     users: int = 0
     groups: int = 0
     unlinked: int = 0
+    # Linked on the target but out of scope now (left while the target was disabled, say): leavers.
+    leaving: int = 0
     queued: int = 0
+    # Stamped on the deliveries it queued: the deletion guard counts per run, the status page shows it.
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
 def _scope_pages(target: Target, page_size: int) -> Iterator[list[tuple[str, uuid.UUID]]]:
     """Every in-scope object, one page at a time by primary key: memory stays bounded by the page."""
+    stored = stored_types(target)
     if target.scope == Target.Scope.ALL:
         for object_type, model in ((ObjectType.USER.value, User), (ObjectType.GROUP.value, Group)):
+            if object_type in stored:
+                # Scoping filters: the stored scope of that type, as for "assigned".
+                yield from _stored_pages(target, page_size, object_type)
+                continue
             last: uuid.UUID | None = None
             while True:
                 rows = model.objects.order_by("pk")
@@ -908,10 +994,19 @@ def _scope_pages(target: Target, page_size: int) -> Iterator[list[tuple[str, uui
                 yield [(object_type, pk) for pk in ids]
                 last = ids[-1]
         return
+    yield from _stored_pages(target, page_size, None)
+
+
+def _stored_pages(
+    target: Target, page_size: int, object_type: str | None
+) -> Iterator[list[tuple[str, uuid.UUID]]]:
+    rows_in_scope = TargetScope.objects.filter(target=target)
+    if object_type is not None:
+        rows_in_scope = rows_in_scope.filter(object_type=object_type)
     last_row = 0
     while True:
         rows = list(
-            TargetScope.objects.filter(target=target, pk__gt=last_row)
+            rows_in_scope.filter(pk__gt=last_row)
             .order_by("pk")
             .values_list("pk", "object_type", "object_id")[:page_size]
         )
@@ -931,7 +1026,11 @@ def target_full_sync(
     """
     plan = SyncPlan()
     page_size = provisioning_setting("FULL_SYNC_PAGE_SIZE")
-    if target.scope == Target.Scope.ASSIGNED and not dry_run:
+    if not dry_run:
+        Target.objects.filter(pk=target.pk).update(
+            last_full_sync_at=timezone.now(), last_full_sync_run_id=plan.run_id
+        )
+    if stored_types(target) and not dry_run:
         with transaction.atomic():
             scope_refresh(target=target)
     for page in _scope_pages(target, page_size):
@@ -946,17 +1045,48 @@ def target_full_sync(
         if not dry_run:
             with transaction.atomic():
                 ids = deliveries_for_objects(target=target, keys=page, priority=Delivery.Priority.BACKFILL)
+                Delivery.objects.filter(pk__in=ids).update(run_id=plan.run_id)
                 plan.queued += len(ids)
                 queue.send_on_commit(ids)
         if progress is not None:
             progress(plan)
+    for keys in _linked_out_of_scope_pages(target, page_size):
+        # A run also settles what should no longer be there; the deletion guard counts these per run.
+        plan.leaving += len(keys)
+        if not dry_run:
+            with transaction.atomic():
+                ids = deliveries_for_objects(target=target, keys=keys, priority=Delivery.Priority.LEAVER)
+                Delivery.objects.filter(pk__in=ids).update(run_id=plan.run_id)
+                plan.queued += len(ids)
+                queue.send_on_commit(ids)
     return plan
 
 
+def _linked_out_of_scope_pages(target: Target, page_size: int) -> Iterator[list[tuple[str, uuid.UUID]]]:
+    """Objects linked on the target that are out of its scope now, a page of links at a time."""
+    last = 0
+    while True:
+        rows = list(
+            TargetLink.objects.filter(target=target, pk__gt=last)
+            .order_by("pk")
+            .values_list("pk", "object_type", "object_id")[:page_size]
+        )
+        if not rows:
+            return
+        last = rows[-1][0]
+        keys = {(object_type, object_id) for _, object_type, object_id in rows}
+        gone = keys - scope_filter(target=target, keys=keys)
+        if gone:
+            yield sorted(gone)
+
+
 @transaction.atomic
-def target_scope_update(*, target: Target) -> ScopeChange:
-    """After assignments change: refresh the stored scope and queue enter/leave deliveries at once."""
-    change = scope_refresh(target=target)
+def target_scope_update(*, target: Target, reevaluate: bool = False) -> ScopeChange:
+    """After assignments change: refresh the stored scope and queue enter/leave deliveries at once.
+
+    `reevaluate` (the scoping filters changed) decides every stored object again, not only new candidates.
+    """
+    change = scope_reevaluate_all(target=target) if reevaluate else scope_refresh(target=target)
     ids = deliveries_for_objects(target=target, keys=change.entered, priority=Delivery.Priority.CHANGE)
     ids += deliveries_for_objects(target=target, keys=change.left, priority=Delivery.Priority.LEAVER)
     queue.send_on_commit(ids)

@@ -4,8 +4,10 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from directory.models import Group
+from provisioning.configuration import mappings_seed_default
 from provisioning.models import Target, VendorProfile
 from provisioning.services import target_create
 
@@ -44,15 +46,18 @@ class Command(BaseCommand):
                 raise CommandError(f"No group named {name!r}")
             group_ids.append(group.pk)
         try:
-            target = target_create(
-                name=options["name"],
-                base_url=options["url"],
-                credentials={"token": options["bearer_token"]},
-                profile=profile,
-                scope=Target.Scope.ALL if options["all_users"] else Target.Scope.ASSIGNED,
-                group_ids=group_ids,
-                deletion_policy=options["deletion_policy"],
-            )
+            # The target starts with rows equal to the default mapping, for operators to edit.
+            with transaction.atomic():
+                target = target_create(
+                    name=options["name"],
+                    base_url=options["url"],
+                    credentials={"token": options["bearer_token"]},
+                    profile=profile,
+                    scope=Target.Scope.ALL if options["all_users"] else Target.Scope.ASSIGNED,
+                    group_ids=group_ids,
+                    deletion_policy=options["deletion_policy"],
+                )
+                mappings_seed_default(target=target)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         scope = "all users and groups" if options["all_users"] else f"{len(group_ids)} assigned group(s)"

@@ -84,6 +84,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{target.name}: {verb} {plan.users} users and {plan.groups} groups "
             f"({plan.unlinked} not yet linked: matched or created on delivery)"
+            + (f"; {plan.leaving} linked objects out of scope (to disable or delete)" if plan.leaving else "")
         )
 
 
