@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -16,18 +17,23 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from directory.models import Group, User
-from provisioning import queue
+from provisioning import queue, tasks
 from provisioning.models import (
     Delivery,
     DeliveryAttempt,
     ObjectType,
+    ReconciliationFinding,
+    ReconciliationRun,
+    SyncRun,
     Target,
     TargetAssignment,
     TargetLink,
     VendorProfile,
 )
+from provisioning.reconcile import ReconciliationBusy, reconciliation_start
 from provisioning.relay import deliveries_for_objects
-from provisioning.services import DeliveryBusy, object_provision_now, target_full_sync, target_scope_update
+from provisioning.services import DeliveryBusy, object_provision_now, target_scope_update
+from provisioning.sync_runs import sync_run_cancel, sync_run_refresh, sync_run_start
 
 # Credential fields per authentication type; each is write-only in the form.
 CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -85,6 +91,8 @@ class TargetForm(forms.ModelForm):
             "group_matching",
             "scope",
             "deletion_policy",
+            "reconcile_interval_minutes",
+            "reconcile_policy",
         ]
 
     def clean(self) -> dict[str, Any]:
@@ -155,8 +163,9 @@ class TargetAdmin(admin.ModelAdmin):
         "circuit_next_attempt_at",
         "created",
         "provision_link",
+        "runs_link",
     ]
-    actions = ["full_sync", "pause", "resume", "clear_quarantine"]
+    actions = ["full_sync", "reconcile_now", "pause", "resume", "clear_quarantine"]
     fieldsets = [
         (None, {"fields": ["name", "base_url", "profile", "enabled", "paused", "provision_link"]}),
         (
@@ -190,6 +199,7 @@ class TargetAdmin(admin.ModelAdmin):
             "Matching, scope and deletion",
             {"fields": ["user_matching", "group_matching", "scope", "deletion_policy"]},
         ),
+        ("Reconciliation", {"fields": ["reconcile_interval_minutes", "reconcile_policy", "runs_link"]}),
         ("Health", {"fields": ["circuit_state", "circuit_reason", "circuit_next_attempt_at", "created"]}),
     ]
 
@@ -203,6 +213,22 @@ class TargetAdmin(admin.ModelAdmin):
             return "-"
         url = reverse("admin:provisioning_target_provision", args=[obj.pk])
         return format_html('<a href="{}">Provision one user or group now…</a>', url)
+
+    @admin.display(description="runs")
+    def runs_link(self, obj: Target) -> str:
+        if not obj.pk:
+            return "-"
+        return format_html(
+            '<a href="{}?target__id__exact={}">Full sync runs</a> · '
+            '<a href="{}?target__id__exact={}">Reconciliation runs</a> · '
+            '<a href="{}?target__id__exact={}">Findings</a>',
+            reverse("admin:provisioning_syncrun_changelist"),
+            obj.pk,
+            reverse("admin:provisioning_reconciliationrun_changelist"),
+            obj.pk,
+            reverse("admin:provisioning_reconciliationfinding_changelist"),
+            obj.pk,
+        )
 
     def save_model(self, request: HttpRequest, obj: Target, form: Any, change: bool) -> None:
         if change:
@@ -261,11 +287,26 @@ class TargetAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/provisioning/target/provision.html", context)
 
-    @admin.action(description="Full sync: queue every object in scope")
+    @admin.action(description="Full sync: queue every object in scope (a worker queues it, resumably)")
     def full_sync(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         for target in queryset:
-            plan = target_full_sync(target=target)
-            self.message_user(request, f"{target.name}: queued {plan.users} users and {plan.groups} groups")
+            run, resumed = sync_run_start(target=target, trigger=f"admin: {request.user}")
+            run_id = str(run.pk)
+            transaction.on_commit(lambda run_id=run_id: tasks.full_sync_continue.delay(run_id), robust=True)
+            verb = "resumed" if resumed else "started"
+            self.message_user(request, f"{target.name}: full sync run {run.pk} {verb}")
+
+    @admin.action(description="Reconcile now (per each target's reconcile policy)")
+    def reconcile_now(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
+        for target in queryset:
+            try:
+                run = reconciliation_start(target=target, trigger=f"admin: {request.user}")
+            except ReconciliationBusy as exc:
+                self.message_user(request, str(exc), level=messages.WARNING)
+                continue
+            run_id = str(run.pk)
+            transaction.on_commit(lambda run_id=run_id: tasks.reconcile_target.delay(run_id), robust=True)
+            self.message_user(request, f"{target.name}: reconciliation {run.pk} started")
 
     @admin.action(description="Pause (queue changes, send nothing)")
     def pause(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
@@ -411,3 +452,111 @@ class DeliveryAttemptAdmin(UUIDSearchMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started",
+        "target",
+        "state",
+        "trigger",
+        "users",
+        "groups",
+        "leavers",
+        "queued",
+        "created_count",
+        "updated_count",
+        "removed_count",
+        "unchanged_count",
+        "failed_count",
+        "pending_count",
+        "finished",
+    ]
+    list_filter = ["state", "target"]
+    list_select_related = ["target"]
+    date_hierarchy = "started"
+    ordering = ["-started"]
+    readonly_fields = [field.name for field in SyncRun._meta.fields] + ["log_link"]
+    actions = ["refresh_counts", "cancel"]
+
+    @admin.display(description="provisioning log")
+    def log_link(self, obj: SyncRun) -> str:
+        url = reverse("admin:provisioning_deliveryattempt_changelist")
+        return format_html('<a href="{}?run_id={}">This run\'s log entries</a>', url, obj.pk)
+
+    @admin.action(description="Count outcomes now")
+    def refresh_counts(self, request: HttpRequest, queryset: QuerySet[SyncRun]) -> None:
+        for run in queryset:
+            sync_run_refresh(run=run)
+
+    @admin.action(description="Cancel (stop queuing; what is queued is still delivered)")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[SyncRun]) -> None:
+        for run in queryset:
+            sync_run_cancel(run=run)
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started",
+        "target",
+        "state",
+        "policy",
+        "remote_users",
+        "remote_groups",
+        "in_sync",
+        "drift",
+        "missing",
+        "orphans",
+        "unlinked",
+        "membership_drift",
+        "membership_unknown",
+        "pending",
+        "unprovisioned",
+        "corrections",
+        "findings_link",
+    ]
+    list_filter = ["state", "target", "policy"]
+    list_select_related = ["target"]
+    date_hierarchy = "started"
+    ordering = ["-started"]
+    readonly_fields = [field.name for field in ReconciliationRun._meta.fields] + ["findings_link", "log_link"]
+
+    @admin.display(description="findings")
+    def findings_link(self, obj: ReconciliationRun) -> str:
+        url = reverse("admin:provisioning_reconciliationfinding_changelist")
+        return format_html('<a href="{}?run__id__exact={}">Findings</a>', url, obj.pk)
+
+    @admin.display(description="provisioning log")
+    def log_link(self, obj: ReconciliationRun) -> str:
+        url = reverse("admin:provisioning_deliveryattempt_changelist")
+        return format_html('<a href="{}?run_id={}">Log entries of its corrections</a>', url, obj.pk)
+
+
+@admin.register(ReconciliationFinding)
+class ReconciliationFindingAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created",
+        "target",
+        "kind",
+        "object_type",
+        "object_repr",
+        "object_id",
+        "remote_id",
+        "correction",
+        "note",
+    ]
+    list_filter = ["kind", "correction", "object_type", "target"]
+    search_fields = ["object_repr", "remote_id", "note"]
+    list_select_related = ["target"]
+    ordering = ["-created", "id"]
+    readonly_fields = [field.name for field in ReconciliationFinding._meta.fields]
