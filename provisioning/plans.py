@@ -9,6 +9,7 @@ log row. Memory holds one page of ids, the counts and a few samples.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,4 +126,6 @@ def full_sync_plan(
                 )
         if progress is not None:
             progress(plan)
+        # Each push leaves its loaded objects as reference cycles: collect them a page at a time.
+        gc.collect()
     return plan

@@ -33,6 +33,7 @@ policy.
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -84,12 +85,26 @@ Policy = Target.ReconcilePolicy
 USER, GROUP = ObjectType.USER.value, ObjectType.GROUP.value
 # Ids shown per side in a membership finding (the counts are always complete).
 MEMBER_SAMPLE = 20
+# Pages read between two garbage collections.
+GC_EVERY_PAGES = 10
 # Namespace of the ids given to orphans that no directory object stands for.
 ORPHAN_NAMESPACE = uuid.UUID("6f1d3c8e-5a7b-4e2f-9c0d-1b2a3c4d5e6f")
 
 
 class ReconciliationBusy(Exception):
     pass
+
+
+class RequestCounter(list[Exchange]):
+    """Stands in for the clients' exchange log: counts the requests, keeps none of them (a page's
+    response body is let go once the page is checked, so memory stays bounded by a page)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def append(self, exchange: Exchange) -> None:
+        self.count += 1
 
 
 def orphan_object_id(target: Target, object_type: str, remote_id: str) -> uuid.UUID:
@@ -211,7 +226,7 @@ class Reconciler:
     ) -> None:
         self.target, self.run, self.dry_run = target, run, dry_run
         self.profile: VendorProfile = target.profile
-        self.exchanges: list[Exchange] = []
+        self.exchanges = RequestCounter()
         self.connection = connection
         self.users = UserClient(connection, self.exchanges)
         self.groups = GroupClient(connection, self.exchanges)
@@ -231,10 +246,16 @@ class Reconciler:
     def reconcile(self) -> Reconciliation:
         page_size = provisioning_setting("RECONCILE_PAGE_SIZE")
         try:
+            pages = 0
             for object_type, client in ((USER, self.users), (GROUP, self.groups)):
                 for page in client.pages(page_size=page_size):
                     self.check_page(object_type, page)
                     self.flush()
+                    pages += 1
+                    if pages % GC_EVERY_PAGES == 0:
+                        # A page's users (with their prefetched values) are reference cycles: left to
+                        # Python's rare full collections, a long reading would hold many pages of them.
+                        gc.collect()
             self.find_missing(page_size)
             self.find_unprovisioned(page_size)
             if self.run.membership_unknown:
@@ -247,7 +268,7 @@ class Reconciler:
             self.flush()
         finally:
             ReconciliationSeen.objects.filter(run_id=self.run.pk).delete()
-            self.run.requests = len(self.exchanges)
+            self.run.requests = self.exchanges.count
         return self.result
 
     def flush(self) -> None:

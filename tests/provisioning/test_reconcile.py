@@ -569,6 +569,15 @@ def test_admin_lists_runs_and_findings_and_reconciles_on_demand(
     tasks.full_sync_continue(str(sync.pk))
     sync.refresh_from_db()
     assert (sync.state, sync.users, sync.groups) == ("delivering", 4, 1)
+    deliver_all()
+    # The run's page links to its own log rows.
+    page = admin_client_logged_in.get(f"/admin/provisioning/syncrun/{sync.pk}/change/").content.decode()
+    assert f"/admin/provisioning/deliveryattempt/?run_id={sync.pk}" in page
+    log = admin_client_logged_in.get("/admin/provisioning/deliveryattempt/", {"run_id": str(sync.pk)})
+    assert log.status_code == HTTPStatus.OK
+    # Five of the ten log rows are the run's (the other five are the initial provisioning).
+    assert DeliveryAttempt.objects.count() == 10
+    assert "\n5 provisioning log\n" in log.content.decode()
 
 
 # --- the comparison rules -----------------------------------------------------------------------
@@ -615,3 +624,30 @@ def test_orphan_ids_are_stable_per_target_and_remote_object(target_factory):
         == 3
     )
     assert isinstance(orphan_object_id(one, "user", "r1"), uuid.UUID)
+
+
+def test_queries_per_page_do_not_grow_with_the_objects_on_it(actor, target_factory, sent, settings):
+    """A page of 5 linked users and a page of 25 cost the same queries: nothing is loaded per object."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.PROVISIONING = {"RECONCILE_PAGE_SIZE": 100}
+    downstream = InProcessScim()
+    target = target_factory(scope="all", reconcile_policy="correct")
+    counts = []
+    for batch in (5, 20):
+        for n in range(batch):
+            manager = directory.user_create(actor=actor, user_name=f"m{batch}-{n}@example.com")
+            directory.user_create(
+                actor=actor,
+                user_name=f"u{batch}-{n}@example.com",
+                manager_id=manager.pk,
+                values={"emails": [{"value": f"u{batch}-{n}@example.com", "type": "work", "primary": True}]},
+            )
+        deliver_all(downstream.connection())
+        with CaptureQueriesContext(connection) as queries:
+            run = target_reconcile(target=target, connection=downstream.connection()).run
+        assert (run.state, run.findings.count()) == ("done", 0)
+        counts.append(len(queries))
+    assert run.in_sync == 50
+    assert counts[0] == counts[1]
