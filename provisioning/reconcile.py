@@ -215,6 +215,8 @@ class _Correction:
 
 
 class Reconciler:
+    """One reading of one target: findings as it goes, corrections applied a page at a time."""
+
     def __init__(
         self,
         target: Target,
@@ -233,7 +235,6 @@ class Reconciler:
         self.result = Reconciliation(run=run, dry_run=dry_run)
         self.samples = samples
         self.max_findings = provisioning_setting("RECONCILE_MAX_FINDINGS")
-        self.correcting = not dry_run and run.policy != Policy.REPORT
         self.removing_orphans = (
             run.policy == Policy.REMOVE_ORPHANS and target.deletion_policy != Target.DeletionPolicy.SKIP
         )
@@ -987,8 +988,11 @@ def target_reconcile(
     connection: ScimConnection | None = None,
     samples: int = 3,
 ) -> Reconciliation:
-    """Reconcile `target` now, in this process. A dry run stores nothing and queues nothing: it reads
-    the target and says what it found and which requests its corrections would send."""
+    """Reconcile `target` now, in this process.
+
+    A dry run queues nothing and keeps nothing (its scratch rows of remote ids seen are deleted when it
+    ends): it reads the target and says what it found and which requests its corrections would send.
+    """
     if not dry_run:
         return reconciliation_run(
             run=reconciliation_start(target=target, trigger=trigger), connection=connection
