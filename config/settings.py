@@ -166,7 +166,7 @@ CELERY_BEAT_SCHEDULE = {
     # Resumes interrupted full syncs, closes finished ones, starts the reconciliations that are due.
     "provisioning-runs-tick": {
         "task": "provisioning.tasks.provisioning_runs_tick",
-        "schedule": 60.0,
+        "schedule": env_float("PROVISIONING_RUNS_TICK_INTERVAL", 60.0, minimum=1.0),
         "options": {"expires": 50},
     },
     "purge-provisioning-runs": {
