@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -100,18 +100,22 @@ def sync_run_start(*, target: Target, trigger: str = "", restart: bool = False) 
     `restart` cancels an unfinished run and starts over. An "assigned"
     target's stored scope is refreshed when a run starts, not while it runs.
     """
-    with transaction.atomic():
-        unfinished = (
-            SyncRun.objects.select_for_update().filter(target=target, state=SyncRun.State.QUEUING).first()
-        )
-        if unfinished is not None and not restart:
-            return unfinished, True
-        if unfinished is not None:
-            unfinished.state, unfinished.finished = SyncRun.State.CANCELLED, timezone.now()
-            unfinished.save(update_fields=["state", "finished"])
-        if target.scope == Target.Scope.ASSIGNED:
-            scope_refresh(target=target)
-        run = SyncRun.objects.create(target=target, trigger=trigger[:64])
+    try:
+        with transaction.atomic():
+            unfinished = (
+                SyncRun.objects.select_for_update().filter(target=target, state=SyncRun.State.QUEUING).first()
+            )
+            if unfinished is not None and not restart:
+                return unfinished, True
+            if unfinished is not None:
+                unfinished.state, unfinished.finished = SyncRun.State.CANCELLED, timezone.now()
+                unfinished.save(update_fields=["state", "finished"])
+            if target.scope == Target.Scope.ASSIGNED:
+                scope_refresh(target=target)
+            run = SyncRun.objects.create(target=target, trigger=trigger[:64])
+    except IntegrityError:
+        # Another process started one at the same moment (one queuing run per target): join it.
+        return SyncRun.objects.get(target=target, state=SyncRun.State.QUEUING), True
     return run, False
 
 

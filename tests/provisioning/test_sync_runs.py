@@ -280,3 +280,29 @@ def test_progress_bar_redraws_in_place_on_a_terminal():
 def test_full_and_reconcile_need_a_known_target():
     with pytest.raises(CommandError, match="No target named 'nope'"):
         call_command("sync_target", "nope", "--reconcile")
+
+
+def test_wait_follows_the_deliveries_until_the_run_is_done(
+    actor, target_factory, scim2_url, remote, sent, capsys, monkeypatch
+):
+    from provisioning.management.commands import sync_target
+
+    target = target_factory(base_url=scim2_url, token=TOKEN, scope="all")
+    directory.user_create(actor=actor, user_name="ada@example.com")
+    directory.user_create(actor=actor, user_name="bob@example.com")
+    ChangeEvent.objects.update(processed=timezone.now())
+    waits: list[float] = []
+
+    def workers_meanwhile(seconds: float) -> None:
+        waits.append(seconds)
+        deliver_all()
+
+    monkeypatch.setattr(sync_target.time, "sleep", workers_meanwhile)
+    call_command("sync_target", target.name, "--full", "--wait")
+    captured = capsys.readouterr()
+    assert waits == [1.0]
+    assert captured.out.splitlines()[-1] == (
+        "done: 2 created, 0 updated, 0 unchanged, 0 disabled or deleted, 0 skipped, 0 failed"
+    )
+    assert "delivering [##############################] 100% 2/2 " in captured.err
+    assert remote_user(remote, "bob@example.com") is not None
