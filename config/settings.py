@@ -163,6 +163,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "provisioning.tasks.purge_provisioning_log",
         "schedule": 3600.0,
     },
+    # Resumes interrupted full syncs, closes finished ones, starts the reconciliations that are due.
+    "provisioning-runs-tick": {
+        "task": "provisioning.tasks.provisioning_runs_tick",
+        "schedule": env_float("PROVISIONING_RUNS_TICK_INTERVAL", 60.0, minimum=1.0),
+        "options": {"expires": 50},
+    },
+    "purge-provisioning-runs": {
+        "task": "provisioning.tasks.purge_provisioning_runs",
+        "schedule": 3600.0,
+    },
 }
 
 # Shared counters (SCIM rate limits): Redis when configured, so all web processes
@@ -245,6 +255,9 @@ PROVISIONING = {
     "LEASE_SECONDS": env_int("PROVISIONING_LEASE_SECONDS", 300, minimum=10),
     "MAX_FAILURES": env_int("PROVISIONING_MAX_FAILURES", 10, minimum=1),
     "LOG_RETENTION_DAYS": env_int("PROVISIONING_LOG_RETENTION_DAYS", 30, minimum=1),
+    "RUN_RETENTION_DAYS": env_int("PROVISIONING_RUN_RETENTION_DAYS", 90, minimum=1),
+    "FULL_SYNC_PAGE_SIZE": env_int("PROVISIONING_FULL_SYNC_PAGE_SIZE", 1000, minimum=1),
+    "RECONCILE_PAGE_SIZE": env_int("PROVISIONING_RECONCILE_PAGE_SIZE", 100, minimum=1),
 }
 
 LOGGING = {

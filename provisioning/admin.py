@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
@@ -19,7 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from directory.models import Group, User
-from provisioning import admin_pages, queue
+from provisioning import admin_pages, queue, tasks
 from provisioning.configuration import mapping_check, mapping_delete, mapping_save, mappings_seed_default
 from provisioning.connection_test import target_test_connection
 from provisioning.guard import held_approve, held_reject
@@ -30,14 +31,19 @@ from provisioning.models import (
     GuardGrant,
     HeldDelivery,
     ObjectType,
+    ReconciliationFinding,
+    ReconciliationRun,
     ScopeExclusion,
+    SyncRun,
     Target,
     TargetAssignment,
     TargetLink,
     VendorProfile,
 )
+from provisioning.reconcile import ReconciliationBusy, reconciliation_start
 from provisioning.relay import deliveries_for_objects
-from provisioning.services import DeliveryBusy, object_provision_now, target_full_sync, target_scope_update
+from provisioning.services import DeliveryBusy, object_provision_now, target_scope_update
+from provisioning.sync_runs import sync_run_cancel, sync_run_refresh, sync_run_start
 
 SCOPING_FIELDS = ("user_scoping_filters", "group_scoping_filters")
 GUARD_FIELDS = [
@@ -105,6 +111,8 @@ class TargetForm(forms.ModelForm):
             "deletion_policy",
             *SCOPING_FIELDS,
             *GUARD_FIELDS,
+            "reconcile_interval_minutes",
+            "reconcile_policy",
         ]
 
     def clean(self) -> dict[str, Any]:
@@ -177,9 +185,11 @@ class TargetAdmin(admin.ModelAdmin):
         "provision_link",
         "pages",
         "last_full_sync_at",
+        "runs_link",
     ]
     actions = [
         "full_sync",
+        "reconcile_now",
         "pause",
         "resume",
         "clear_quarantine",
@@ -226,6 +236,7 @@ class TargetAdmin(admin.ModelAdmin):
             {"fields": list(SCOPING_FIELDS)},
         ),
         ("Deletion guard (empty: no limit)", {"fields": GUARD_FIELDS}),
+        ("Reconciliation", {"fields": ["reconcile_interval_minutes", "reconcile_policy", "runs_link"]}),
         (
             "Health",
             {
@@ -281,6 +292,22 @@ class TargetAdmin(admin.ModelAdmin):
             return "-"
         url = reverse("admin:provisioning_target_provision", args=[obj.pk])
         return format_html('<a href="{}">Provision one user or group now…</a>', url)
+
+    @admin.display(description="runs")
+    def runs_link(self, obj: Target) -> str:
+        if not obj.pk:
+            return "-"
+        return format_html(
+            '<a href="{}?target__id__exact={}">Full sync runs</a> · '
+            '<a href="{}?target__id__exact={}">Reconciliation runs</a> · '
+            '<a href="{}?target__id__exact={}">Findings</a>',
+            reverse("admin:provisioning_syncrun_changelist"),
+            obj.pk,
+            reverse("admin:provisioning_reconciliationrun_changelist"),
+            obj.pk,
+            reverse("admin:provisioning_reconciliationfinding_changelist"),
+            obj.pk,
+        )
 
     def save_model(self, request: HttpRequest, obj: Target, form: Any, change: bool) -> None:
         if change:
@@ -366,11 +393,26 @@ class TargetAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/provisioning/target/provision.html", context)
 
-    @admin.action(description="Full sync: queue every object in scope")
+    @admin.action(description="Full sync: queue every object in scope (a worker queues it, resumably)")
     def full_sync(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         for target in queryset:
-            plan = target_full_sync(target=target)
-            self.message_user(request, f"{target.name}: queued {plan.users} users and {plan.groups} groups")
+            run, resumed = sync_run_start(target=target, trigger=f"admin: {request.user}")
+            run_id = str(run.pk)
+            transaction.on_commit(lambda run_id=run_id: tasks.full_sync_continue.delay(run_id), robust=True)
+            verb = "resumed" if resumed else "started"
+            self.message_user(request, f"{target.name}: full sync run {run.pk} {verb}")
+
+    @admin.action(description="Reconcile now (per each target's reconcile policy)")
+    def reconcile_now(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
+        for target in queryset:
+            try:
+                run = reconciliation_start(target=target, trigger=f"admin: {request.user}")
+            except ReconciliationBusy as exc:
+                self.message_user(request, str(exc), level=messages.WARNING)
+                continue
+            run_id = str(run.pk)
+            transaction.on_commit(lambda run_id=run_id: tasks.reconcile_target.delay(run_id), robust=True)
+            self.message_user(request, f"{target.name}: reconciliation {run.pk} started")
 
     @admin.action(description="Pause (queue changes, send nothing)")
     def pause(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
@@ -660,6 +702,7 @@ class ScopeExclusionAdmin(UUIDSearchMixin, admin.ModelAdmin):
     ordering = ["-since"]
     readonly_fields = ["target", "object_type", "object_id", "reason", "since"]
 
+class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -683,3 +726,101 @@ class GuardGrantAdmin(UUIDSearchMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+@admin.register(SyncRun)
+class SyncRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started",
+        "target",
+        "state",
+        "trigger",
+        "users",
+        "groups",
+        "leavers",
+        "queued",
+        "created_count",
+        "updated_count",
+        "removed_count",
+        "unchanged_count",
+        "failed_count",
+        "pending_count",
+        "finished",
+    ]
+    list_filter = ["state", "target"]
+    list_select_related = ["target"]
+    date_hierarchy = "started"
+    ordering = ["-started"]
+    readonly_fields = [field.name for field in SyncRun._meta.fields] + ["log_link"]
+    actions = ["refresh_counts", "cancel"]
+
+    @admin.display(description="provisioning log")
+    def log_link(self, obj: SyncRun) -> str:
+        url = reverse("admin:provisioning_deliveryattempt_changelist")
+        return format_html('<a href="{}?run_id={}">This run\'s log entries</a>', url, obj.pk)
+
+    @admin.action(description="Count outcomes now")
+    def refresh_counts(self, request: HttpRequest, queryset: QuerySet[SyncRun]) -> None:
+        for run in queryset:
+            sync_run_refresh(run=run)
+
+    @admin.action(description="Cancel (stop queuing; what is queued is still delivered)")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[SyncRun]) -> None:
+        for run in queryset:
+            sync_run_cancel(run=run)
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started",
+        "target",
+        "state",
+        "policy",
+        "remote_users",
+        "remote_groups",
+        "in_sync",
+        "drift",
+        "missing",
+        "orphans",
+        "unlinked",
+        "membership_drift",
+        "membership_unknown",
+        "pending",
+        "unprovisioned",
+        "corrections",
+        "findings_link",
+    ]
+    list_filter = ["state", "target", "policy"]
+    list_select_related = ["target"]
+    date_hierarchy = "started"
+    ordering = ["-started"]
+    readonly_fields = [field.name for field in ReconciliationRun._meta.fields] + ["findings_link", "log_link"]
+
+    @admin.display(description="findings")
+    def findings_link(self, obj: ReconciliationRun) -> str:
+        url = reverse("admin:provisioning_reconciliationfinding_changelist")
+        return format_html('<a href="{}?run__id__exact={}">Findings</a>', url, obj.pk)
+
+    @admin.display(description="provisioning log")
+    def log_link(self, obj: ReconciliationRun) -> str:
+        url = reverse("admin:provisioning_deliveryattempt_changelist")
+        return format_html('<a href="{}?run_id={}">Log entries of its corrections</a>', url, obj.pk)
+
+
+@admin.register(ReconciliationFinding)
+class ReconciliationFindingAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created",
+        "target",
+        "kind",
+        "object_type",
+        "object_repr",
+        "object_id",
+        "remote_id",
+        "correction",
+        "note",
+    ]
+    list_filter = ["kind", "correction", "object_type", "target"]
+    search_fields = ["object_repr", "remote_id", "note"]
+    list_select_related = ["target"]
+    ordering = ["-created", "id"]
+    readonly_fields = [field.name for field in ReconciliationFinding._meta.fields]

@@ -25,6 +25,18 @@ DEFAULTS: dict[str, Any] = {
     "LOG_RETENTION_DAYS": 30,
     # Objects per page of a full sync.
     "FULL_SYNC_PAGE_SIZE": 1000,
+    # A full sync task queues pages for this many seconds, then hands the rest to a new task.
+    "FULL_SYNC_TASK_SECONDS": 20.0,
+    # A run still queuing whose last page is this old lost its process: the tick resumes it.
+    "SYNC_RUN_STALE_SECONDS": 120,
+    # Resources per GET page when a reconciliation reads a target.
+    "RECONCILE_PAGE_SIZE": 100,
+    # Finding rows stored per kind and run (the counts stay exact beyond it).
+    "RECONCILE_MAX_FINDINGS": 10000,
+    # A running reconciliation silent for this long died with its worker: marked failed.
+    "RECONCILE_STALE_SECONDS": 900,
+    # Days of full sync and reconciliation runs (and their findings) kept.
+    "RUN_RETENTION_DAYS": 90,
 }
 
 

@@ -118,6 +118,11 @@ class Target(models.Model):
         DEGRADED = "degraded"
         QUARANTINED = "quarantined"
 
+    class ReconcilePolicy(models.TextChoices):
+        REPORT = "report", "report only"
+        CORRECT = "correct", "correct drift and missing objects"
+        REMOVE_ORPHANS = "remove_orphans", "also remove orphans (per the deletion policy)"
+
     name = models.CharField(max_length=100, unique=True)
     base_url = models.URLField(
         max_length=500, help_text="The SCIM base URL, e.g. https://app.example/scim/v2"
@@ -180,6 +185,13 @@ class Target(models.Model):
     revision = models.PositiveIntegerField(default=1, editable=False)
     # Bumped by every change to the target's attribute mappings, so workers recompile them.
     mapping_revision = models.PositiveIntegerField(default=1, editable=False)
+    reconcile_interval_minutes = models.PositiveIntegerField(
+        default=360,
+        help_text="Read the target and compare it with the directory every this many minutes (0: never).",
+    )
+    reconcile_policy = models.CharField(
+        max_length=16, choices=ReconcilePolicy.choices, default=ReconcilePolicy.CORRECT
+    )
 
     class Meta:
         ordering = ["name"]
@@ -201,6 +213,10 @@ class Target(models.Model):
                 condition=(Q(guard_run_max_percent__isnull=True) | Q(guard_run_max_percent__gte=0))
                 & (Q(guard_hour_max_percent__isnull=True) | Q(guard_hour_max_percent__gte=0)),
                 name="provisioning_target_guard_percent",
+            ),
+            models.CheckConstraint(
+                condition=Q(reconcile_policy__in=["report", "correct", "remove_orphans"]),
+                name="provisioning_target_reconcile_policy_valid",
             ),
         ]
 
@@ -498,6 +514,8 @@ class Delivery(models.Model):
             ),
             models.Index(fields=["object_type", "object_id"], name="provisioning_delivery_object"),
             models.Index(fields=["target", "state"], name="provisioning_delivery_target"),
+            # A sync or reconciliation run's progress: its deliveries still active, failed, done.
+            models.Index(fields=["run_id", "state"], name="provisioning_delivery_run"),
         ]
 
     def __str__(self) -> str:
@@ -566,6 +584,8 @@ class DeliveryAttempt(models.Model):
             models.Index(fields=["outcome", "-created"], name="provisioning_attempt_outcome"),
             # purge of old log rows by age.
             models.Index(fields=["created"], name="provisioning_attempt_created"),
+            # A run's outcome counts (provisioning.sync_runs) and its log rows in the admin.
+            models.Index(fields=["run_id", "action"], name="provisioning_attempt_run"),
         ]
 
     def __str__(self) -> str:
@@ -611,3 +631,185 @@ class HeldDelivery(Delivery):
         proxy = True
         verbose_name = "held disable or delete"
         verbose_name_plural = "held disables and deletes"
+class SyncRun(models.Model):
+    """One full sync of a target: every object in scope queued in the backfill lane, then delivered.
+
+    Objects are queued a page at a time, and the cursor (phase and last key)
+    commits with each page's deliveries, so an interrupted run resumes after
+    the last page it queued. Its deliveries carry its id, and so do their
+    provisioning log rows: the outcome counts are read from those.
+    """
+
+    class State(models.TextChoices):
+        QUEUING = "queuing", "queuing objects"
+        DELIVERING = "delivering"
+        DONE = "done"
+        CANCELLED = "cancelled"
+
+    class Phase(models.TextChoices):
+        USERS = "users"
+        GROUPS = "groups"
+        # Linked objects no longer in scope: they are disabled or deleted per the deletion policy.
+        LEAVERS = "leavers"
+        END = "end"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="sync_runs")
+    trigger = models.CharField(max_length=64, blank=True, default="")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUING)
+    phase = models.CharField(max_length=16, choices=Phase.choices, default=Phase.USERS)
+    # The last key queued in the current phase (a user or group id, or a scope or link row id).
+    cursor = models.CharField(max_length=64, blank=True, default="")
+    # Objects in scope looked at, linked objects found out of scope, and deliveries made active for
+    # all of them (new, or an active one folded into).
+    users = models.PositiveIntegerField(default=0)
+    groups = models.PositiveIntegerField(default=0)
+    leavers = models.PositiveIntegerField(default=0)
+    queued = models.PositiveIntegerField(default=0)
+    # Outcomes, counted from the provisioning log (distinct objects per action).
+    created_count = models.PositiveIntegerField("created", default=0)
+    updated_count = models.PositiveIntegerField("updated", default=0)
+    removed_count = models.PositiveIntegerField("disabled or deleted", default=0)
+    unchanged_count = models.PositiveIntegerField("unchanged", default=0)
+    skipped_count = models.PositiveIntegerField("skipped", default=0)
+    failed_count = models.PositiveIntegerField("failed", default=0)
+    pending_count = models.PositiveIntegerField("still queued", default=0)
+    started = models.DateTimeField(default=now)
+    # Last time a process queued a page; a queuing run that stops beating is resumed by the tick.
+    heartbeat = models.DateTimeField(default=now)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "full sync run"
+        ordering = ["-started"]
+        constraints = [
+            # Two processes queuing the same target's full sync would only race each other.
+            models.UniqueConstraint(
+                fields=["target"], condition=Q(state="queuing"), name="provisioning_syncrun_one_queuing"
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=["queuing", "delivering", "done", "cancelled"]),
+                name="provisioning_syncrun_state_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "heartbeat"], name="provisioning_syncrun_state")]
+
+    def __str__(self) -> str:
+        return f"full sync of {self.target_id} at {self.started:%Y-%m-%d %H:%M} ({self.state})"
+
+
+class ReconciliationRun(models.Model):
+    """One reading of a target compared with the directory and with what was last written to it.
+
+    Counts per finding kind, and the corrections queued as ordinary deliveries
+    (carrying this run's id) per the target's reconcile policy.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="reconciliation_runs")
+    trigger = models.CharField(max_length=64, blank=True, default="")
+    policy = models.CharField(max_length=16, choices=Target.ReconcilePolicy.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    remote_users = models.PositiveIntegerField(default=0)
+    remote_groups = models.PositiveIntegerField(default=0)
+    in_sync = models.PositiveIntegerField(default=0)
+    drift = models.PositiveIntegerField("attribute drift", default=0)
+    missing = models.PositiveIntegerField("missing downstream", default=0)
+    orphans = models.PositiveIntegerField(default=0)
+    unlinked = models.PositiveIntegerField("matched, not linked", default=0)
+    membership_drift = models.PositiveIntegerField(default=0)
+    membership_unknown = models.PositiveIntegerField("membership not verifiable", default=0)
+    pending = models.PositiveIntegerField("not yet written", default=0)
+    unprovisioned = models.PositiveIntegerField("in scope, never provisioned", default=0)
+    corrections = models.PositiveIntegerField("corrections queued", default=0)
+    requests = models.PositiveIntegerField("requests sent", default=0)
+    error = models.TextField(blank=True, default="")
+    started = models.DateTimeField(default=now)
+    heartbeat = models.DateTimeField(default=now)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "reconciliation run"
+        ordering = ["-started"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["target"], condition=Q(state="running"), name="provisioning_reconcile_one_running"
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=["running", "done", "failed"]),
+                name="provisioning_reconcile_state_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["target", "-started"], name="provisioning_reconcile_target")]
+
+    def __str__(self) -> str:
+        return f"reconciliation of {self.target_id} at {self.started:%Y-%m-%d %H:%M} ({self.state})"
+
+
+class ReconciliationFinding(models.Model):
+    """One difference a reconciliation found, with the three views compared and what was done about it."""
+
+    class Kind(models.TextChoices):
+        DRIFT = "drift", "attributes changed downstream"
+        MISSING = "missing", "missing downstream"
+        ORPHAN = "orphan", "orphan (no directory object in scope)"
+        UNLINKED = "unlinked", "matches an object in scope, not linked"
+        MEMBERSHIP_DRIFT = "membership_drift", "membership changed downstream"
+        MEMBERSHIP_UNKNOWN = "membership_unknown", "membership not verifiable"
+        PENDING = "pending", "directory change not yet written, none queued"
+        UNPROVISIONED = "unprovisioned", "in scope, never provisioned, none queued"
+
+    class Correction(models.TextChoices):
+        NONE = "none", "reported only"
+        QUEUED = "queued", "delivery queued"
+        LINK_FORGOTTEN = "link_forgotten", "link forgotten"
+        SKIPPED = "skipped", "not corrected"
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.CASCADE, related_name="findings")
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="reconciliation_findings")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    object_type = models.CharField(max_length=8, choices=ObjectType.choices)
+    object_id = models.UUIDField(null=True, blank=True)
+    object_repr = models.CharField(max_length=255, blank=True, default="")
+    remote_id = models.CharField(max_length=255, blank=True, default="")
+    # {"attribute": {"desired": ..., "written": ..., "remote": ...}}, or member ids added/removed downstream.
+    details = models.JSONField(default=dict, blank=True)
+    correction = models.CharField(max_length=16, choices=Correction.choices, default=Correction.NONE)
+    note = models.CharField(max_length=255, blank=True, default="")
+    created = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = "reconciliation finding"
+        ordering = ["run", "id"]
+        indexes = [
+            models.Index(fields=["run", "kind"], name="provisioning_finding_run"),
+            models.Index(fields=["target", "-created"], name="provisioning_finding_target"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.object_type} {self.object_repr or self.remote_id}"
+
+
+class ReconciliationSeen(models.Model):
+    """Scratch rows: the remote ids one reconciliation has read, so links whose remote object was not
+    among them are found by a query rather than by holding every id in memory. Deleted when it ends."""
+
+    id = models.BigAutoField(primary_key=True)
+    run_id = models.UUIDField()
+    object_type = models.CharField(max_length=8, choices=ObjectType.choices)
+    remote_id = models.CharField(max_length=255)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["run_id", "object_type", "remote_id"], name="provisioning_seen_lookup"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.object_type} {self.remote_id} seen by {self.run_id}"

@@ -30,7 +30,7 @@ from django.utils import timezone
 from directory import selectors
 from directory.exceptions import ObjectNotFound
 from directory.models import Group, Membership, User
-from provisioning import queue
+from provisioning import queue, sync_runs
 from provisioning.clients import (
     Conflict,
     Exchange,
@@ -237,6 +237,12 @@ class Engine:
                 self.upsert_user(obj)
             else:
                 self.upsert_group(obj)
+        elif orphan := self.state.get("orphan"):
+            # A remote object no directory object stands for, linked by a reconciliation so that
+            # removing it goes through this path: disabled or deleted per the deletion policy.
+            push.in_scope, push.scope_reason = False, "orphan found by reconciliation"
+            push.object_repr = str(orphan.get("repr") or "")[:255]
+            self.leave(deleted=False)
         else:
             self.leave(deleted=push.scope_reason == DELETED)
         if self.link is not None:
@@ -962,7 +968,8 @@ def provisioning_log_purge(*, older_than_days: int) -> int:
 
 @dataclass
 class SyncPlan:
-    """What a full sync queued (or, dry, would queue): objects per type, and how many have no link yet."""
+    """What a full sync queued (or, dry, would queue): objects per type, and (dry runs only) how many
+    have no link yet."""
 
     users: int = 0
     groups: int = 0
@@ -1024,6 +1031,16 @@ def target_full_sync(
     Resumable by construction: each page commits on its own, and queuing an
     object that already has an active delivery folds into it.
     """
+    if not dry_run:
+        # Recorded as a run (provisioning.sync_runs): resumable, with outcome counts from the log.
+        run = sync_runs.full_sync(
+            target=target,
+            trigger="full sync",
+            progress=(lambda run: progress(SyncPlan(run.users, run.groups, 0, run.queued)))
+            if progress
+            else None,
+        )
+        return SyncPlan(users=run.users, groups=run.groups, unlinked=0, queued=run.queued)
     plan = SyncPlan()
     page_size = provisioning_setting("FULL_SYNC_PAGE_SIZE")
     if not dry_run:

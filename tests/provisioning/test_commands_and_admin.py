@@ -83,12 +83,9 @@ def test_full_sync_queues_every_object_in_pages(
     users = [directory.user_create(actor=actor, user_name=f"u{n}@example.com") for n in range(5)]
     directory.group_create(actor=actor, display_name="G")
 
-    call_command("sync_target", target.name, "--full", "--dry-run")
-    assert "would queue 5 users and 1 groups (6 not yet linked" in capsys.readouterr().out
-    assert not Delivery.objects.exists()
-
     with django_capture_on_commit_callbacks(execute=True):
         call_command("sync_target", target.name, "--full")
+    assert "queued 6 deliveries for 5 users, 1 groups" in capsys.readouterr().out
     assert Delivery.objects.filter(target=target, priority=Delivery.Priority.BACKFILL).count() == 6
     assert len(sent) == 6
     assert {u.pk for u in users} <= set(Delivery.objects.values_list("object_id", flat=True))
@@ -120,6 +117,8 @@ def test_admin_keeps_credentials_write_only(admin_client_logged_in, rfc_profile)
         "group_matching": '["externalId", "displayName"]',
         "scope": "all",
         "deletion_policy": "disable",
+        "reconcile_interval_minutes": 360,
+        "reconcile_policy": "correct",
         "assignments-TOTAL_FORMS": 0,
         "assignments-INITIAL_FORMS": 0,
     }

@@ -1,20 +1,38 @@
-"""`sync_target NAME [--full] [--dry-run] [--object ID]`: a full sync, or one object now (or a dry run)."""
+"""`sync_target NAME [--full [--restart] [--wait] | --reconcile | --object ID] [--dry-run]`.
+
+A full sync (a resumable run, with a progress bar; dry: a plan with samples of
+the exact requests), a reconciliation (findings and corrections; dry: what it
+would correct and how), or one object now.
+"""
 
 import json
+import time
 import uuid
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from directory.models import Group, User
-from provisioning.models import DeliveryAttempt, ObjectType, Target, TargetLink
-from provisioning.services import DeliveryBusy, SyncPlan, object_provision_now, target_full_sync
+from provisioning.models import (
+    DeliveryAttempt,
+    ObjectType,
+    ReconciliationFinding,
+    ReconciliationRun,
+    SyncRun,
+    Target,
+    TargetLink,
+)
+from provisioning.plans import PLAN_KINDS, full_sync_plan
+from provisioning.reconcile import ReconciliationBusy, target_reconcile
+from provisioning.services import DeliveryBusy, object_provision_now
+from provisioning.sync_runs import scope_total, sync_run_advance, sync_run_refresh, sync_run_start
 
 
 class Command(BaseCommand):
     help = (
-        "Provision one object now and print its log entry (--object), or queue every object in scope "
-        "(--full). --dry-run sends no write: for --object it prints the requests that would be sent."
+        "Provision one object now and print its log entry (--object), queue every object in scope "
+        "(--full, resumable), or compare the target with the directory and correct it (--reconcile). "
+        "--dry-run sends no write and stores nothing: it prints the requests, the plan or the findings."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -24,6 +42,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--object", metavar="ID", help="A user or group id (or a userName / displayName)."
         )
+        parser.add_argument(
+            "--reconcile",
+            action="store_true",
+            help="Read the target, report drift, missing objects and orphans, correct per its policy.",
+        )
+        parser.add_argument(
+            "--restart", action="store_true", help="With --full: start over instead of resuming a run."
+        )
+        parser.add_argument(
+            "--wait", action="store_true", help="With --full: follow the deliveries until the run is done."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         target = Target.objects.select_related("profile").filter(name=options["name"]).first()
@@ -32,9 +61,11 @@ class Command(BaseCommand):
         if options["object"]:
             self._one(target, options["object"], dry_run=options["dry_run"])
         elif options["full"]:
-            self._full(target, dry_run=options["dry_run"])
+            self._full(target, dry_run=options["dry_run"], restart=options["restart"], wait=options["wait"])
+        elif options["reconcile"]:
+            self._reconcile(target, dry_run=options["dry_run"])
         else:
-            raise CommandError("Say what to sync: --full or --object ID")
+            raise CommandError("Say what to sync: --full, --reconcile or --object ID")
 
     def _find(self, ref: str) -> tuple[str, uuid.UUID]:
         try:
@@ -71,21 +102,167 @@ class Command(BaseCommand):
         if entry.outcome in (DeliveryAttempt.Outcome.FAILED, DeliveryAttempt.Outcome.DISPUTED):
             raise CommandError(f"{entry.outcome}: {entry.error}")
 
-    def _full(self, target: Target, *, dry_run: bool) -> None:
-        def progress(plan: SyncPlan) -> None:
+    def _full(self, target: Target, *, dry_run: bool, restart: bool, wait: bool) -> None:
+        if dry_run:
+            self._plan(target)
+            return
+        run, resumed = sync_run_start(target=target, trigger="command", restart=restart)
+        if resumed:
             self.stderr.write(
-                f"\r{plan.users} users, {plan.groups} groups{' queued' if not dry_run else ''}...", ending=""
+                f"Resuming full sync run {run.pk}: {run.phase} after {run.cursor or 'the start'} "
+                f"({run.queued} queued so far; --restart starts over)"
             )
-            self.stderr.flush()
-
-        plan = target_full_sync(target=target, dry_run=dry_run, progress=progress)
-        self.stderr.write("")
-        verb = "would queue" if dry_run else "queued"
+        bar = ProgressBar(self.stderr, total=scope_total(target), label="queuing")
+        try:
+            run = sync_run_advance(
+                run_id=run.pk,
+                progress=lambda r: bar.update(r.users + r.groups, f"{r.queued} queued, {r.leavers} leaving"),
+            )
+        except KeyboardInterrupt:
+            bar.close()
+            raise CommandError(
+                f"Interrupted. Run {run.pk} keeps its place: the same command resumes it "
+                "(and the scheduler does within minutes)."
+            ) from None
+        bar.close()
         self.stdout.write(
-            f"{target.name}: {verb} {plan.users} users and {plan.groups} groups "
-            f"({plan.unlinked} not yet linked: matched or created on delivery)"
-            + (f"; {plan.leaving} linked objects out of scope (to disable or delete)" if plan.leaving else "")
+            f"{target.name}: full sync run {run.pk}: queued {run.queued} deliveries for {run.users} users, "
+            f"{run.groups} groups and {run.leavers} linked objects out of scope"
         )
+        if wait:
+            self._wait(run)
+
+    def _wait(self, run: SyncRun) -> None:
+        bar = ProgressBar(self.stderr, total=run.queued, label="delivering")
+        while True:
+            run = sync_run_refresh(run=run)
+            done = run.queued - run.pending_count
+            bar.update(
+                done,
+                f"{run.created_count} created, {run.updated_count} updated, {run.unchanged_count} unchanged, "
+                f"{run.removed_count} removed, {run.failed_count} failed",
+            )
+            if run.state != SyncRun.State.DELIVERING:
+                break
+            time.sleep(1.0)
+        bar.close()
+        self.stdout.write(
+            f"{run.state}: {run.created_count} created, {run.updated_count} updated, "
+            f"{run.unchanged_count} unchanged, {run.removed_count} disabled or deleted, "
+            f"{run.skipped_count} skipped, {run.failed_count} failed"
+        )
+
+    def _plan(self, target: Target) -> None:
+        bar = ProgressBar(self.stderr, total=scope_total(target), label="planning")
+        plan = full_sync_plan(target=target, progress=lambda p: bar.update(p.objects, f"{p.lookups} lookups"))
+        bar.close()
+        self.stdout.write(
+            f"Plan for a full sync of {target.name} (dry run: nothing sent, nothing stored); "
+            f"{plan.objects} objects, {plan.lookups} lookups made"
+        )
+        for kind in PLAN_KINDS:
+            self.stdout.write(f"  {kind:<10} {plan.counts.get(kind, 0):>8}")
+        for kind in PLAN_KINDS:
+            for item in plan.samples.get(kind, []):
+                self.stdout.write(f"\n[{kind}] {item.object_type} {item.object_repr or item.object_id}")
+                if item.modified:
+                    self.stdout.write(f"  modified: {json.dumps(item.modified, default=str)}")
+                for request in item.requests:
+                    body = "" if request["body"] is None else " " + json.dumps(request["body"], default=str)
+                    self.stdout.write(f"  {request['method']} {request['path']}{body}")
+                if item.note:
+                    self.stdout.write(f"  note: {item.note}")
+
+    def _reconcile(self, target: Target, *, dry_run: bool) -> None:
+        try:
+            result = target_reconcile(target=target, dry_run=dry_run, trigger="command")
+        except ReconciliationBusy as exc:
+            raise CommandError(str(exc)) from None
+        run = result.run
+        heading = "dry run: nothing stored, nothing queued" if dry_run else f"run {run.pk}"
+        self.stdout.write(
+            f"Reconciliation of {target.name} ({heading}; policy: {run.get_policy_display()}): "
+            f"read {run.remote_users} users and {run.remote_groups} groups, {run.requests} requests"
+        )
+        for kind, label in ReconciliationFinding.Kind.choices:
+            self.stdout.write(f"  {kind:<19} {result.counts.get(kind, 0):>7}  {label}")
+        self.stdout.write(f"  {'in sync':<19} {run.in_sync:>7}")
+        if not dry_run:
+            self.stdout.write(
+                f"  {'corrections':<19} {run.corrections:>7}  queued as deliveries or links forgotten"
+            )
+        for kind, findings in result.sample_findings().items():
+            for finding in findings:
+                self.stdout.write(
+                    f"\n[{kind}] {finding.object_type} {finding.object_repr or finding.object_id or ''}"
+                    f" (remote {finding.remote_id or '-'}) {finding.note}".rstrip()
+                )
+                if finding.details:
+                    self.stdout.write(f"  {json.dumps(finding.details, default=str)}")
+                if not dry_run:
+                    self.stdout.write(f"  correction: {finding.get_correction_display()}")
+                preview = result.previews.get(finding.id) if dry_run and finding.id else None
+                if preview is not None:
+                    self.stdout.write(f"  correction would {preview.action}:")
+                    for request in preview.requests:
+                        body = (
+                            "" if request["body"] is None else " " + json.dumps(request["body"], default=str)
+                        )
+                        self.stdout.write(f"    {request['method']} {request['path']}{body}")
+                    if preview.error:
+                        self.stdout.write(f"    ({preview.error})")
+        if run.state == ReconciliationRun.State.FAILED:
+            raise CommandError(f"Reconciliation failed: {run.error}")
+
+
+class ProgressBar:
+    """A progress line: redrawn in place on a terminal, a plain line every few seconds otherwise
+    (so logs and pipes get a readable history instead of carriage returns)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: OutputWrapper, *, total: int, label: str) -> None:
+        self.stream, self.total, self.label = stream, max(0, total), label
+        self.tty = stream.isatty()
+        self.every = 0.1 if self.tty else 5.0
+        self.last_draw = 0.0
+        self.line = ""
+        self.started = time.monotonic()
+
+    def update(self, done: int, detail: str = "") -> None:
+        now = time.monotonic()
+        self.line = self._render(done, detail, now)
+        if now - self.last_draw < self.every:
+            return
+        self.last_draw = now
+        self._draw()
+
+    def _render(self, done: int, detail: str, now: float) -> str:
+        elapsed = max(now - self.started, 1e-6)
+        rate = f"{done / elapsed:,.0f}/s"
+        if self.total:
+            share = min(1.0, done / self.total)
+            filled = int(share * self.WIDTH)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            head = f"{self.label} [{bar}] {share:4.0%} {done:,}/{self.total:,}"
+        else:
+            head = f"{self.label} {done:,}"
+        return f"{head} {rate}" + (f" - {detail}" if detail else "")
+
+    def _draw(self) -> None:
+        if self.tty:
+            self.stream.write(f"\r\x1b[K{self.line}", ending="")
+            self.stream.flush()
+        else:
+            self.stream.write(self.line)
+
+    def close(self) -> None:
+        if self.line:
+            if self.tty:
+                self.stream.write(f"\r\x1b[K{self.line}")
+            else:
+                self.stream.write(self.line)
+            self.line = ""
 
 
 def target_has_link(object_type: str, object_id: uuid.UUID) -> bool:
