@@ -702,6 +702,7 @@ class ScopeExclusionAdmin(UUIDSearchMixin, admin.ModelAdmin):
     ordering = ["-since"]
     readonly_fields = ["target", "object_type", "object_id", "reason", "since"]
 
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -726,6 +727,8 @@ class GuardGrantAdmin(UUIDSearchMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyAdmin):
     list_display = [

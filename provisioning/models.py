@@ -631,6 +631,8 @@ class HeldDelivery(Delivery):
         proxy = True
         verbose_name = "held disable or delete"
         verbose_name_plural = "held disables and deletes"
+
+
 class SyncRun(models.Model):
     """One full sync of a target: every object in scope queued in the backfill lane, then delivered.
 
