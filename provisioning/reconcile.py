@@ -60,7 +60,7 @@ from provisioning.clients import (
     redact,
 )
 from provisioning.conf import provisioning_setting
-from provisioning.mapping import group_payload, payload_hash, user_payload
+from provisioning.mapping import group_payloads, mapping_set_for, payload_hash, user_payloads
 from provisioning.models import (
     ACTIVE_DELIVERY_STATES,
     Delivery,
@@ -499,11 +499,20 @@ class Reconciler:
                     object_type, remote, link, written, label, deleted=obj is None, active=active
                 )
                 continue
+            # The update form the delivery engine writes (the target's mappings, else the default
+            # mapping), so a target with mappings is not reported as drifting from the default.
             if isinstance(obj, User):
-                desired = user_payload(self.target, obj, manager_remote_id=manager_links.get(obj.manager_id))
+                desired = user_payloads(
+                    self.target,
+                    obj,
+                    manager_remote_id=manager_links.get(obj.manager_id),
+                    mappings=mapping_set_for(self.target, ObjectType.USER),
+                ).update
             else:
                 assert isinstance(obj, Group)
-                desired = group_payload(self.target, obj)
+                desired = group_payloads(
+                    self.target, obj, mappings=mapping_set_for(self.target, ObjectType.GROUP)
+                ).update
             drift = attribute_drift(desired, written, remote)
             pending = not drift and link.last_hash != payload_hash(desired) and link.object_id not in active
             if isinstance(obj, Group):

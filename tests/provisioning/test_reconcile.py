@@ -651,3 +651,34 @@ def test_queries_per_page_do_not_grow_with_the_objects_on_it(actor, target_facto
         counts.append(len(queries))
     assert run.in_sync == 50
     assert counts[0] == counts[1]
+
+
+def test_a_target_with_mappings_is_compared_with_what_its_mappings_produce(
+    actor, target_factory, scim2_url, remote, sent
+):
+    from provisioning.configuration import mapping_save, mappings_seed_default
+    from provisioning.models import AttributeMapping
+
+    target = target_factory(
+        base_url=scim2_url, token=TOKEN, scope="all", deletion_policy="disable", reconcile_policy="report"
+    )
+    mappings_seed_default(target=target)
+    row = AttributeMapping.objects.get(target=target, object_type="user", target_attribute="displayName")
+    row.source_kind, row.source = "expression", 'Append(ToUpper([userName]), " (staff)")'
+    mapping_save(mapping=row, resync=False)
+    ada = directory.user_create(actor=actor, user_name="ada@example.com", display_name="Ada")
+    deliver_all()
+    assert remote.get(f"Users/{remote_id(ada)}").json()["displayName"] == "ADA@EXAMPLE.COM (staff)"
+
+    run = target_reconcile(target=target, trigger="test").run
+
+    assert (run.drift, run.pending, run.in_sync) == (0, 0, 1)
+    patch(remote, f"Users/{remote_id(ada)}", [{"op": "replace", "path": "displayName", "value": "Ada"}])
+    [drift] = findings(target_reconcile(target=target, trigger="test").run)["drift"]
+    assert drift.details == {
+        "displayName": {
+            "desired": "ADA@EXAMPLE.COM (staff)",
+            "written": "ADA@EXAMPLE.COM (staff)",
+            "remote": "Ada",
+        }
+    }
