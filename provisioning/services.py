@@ -337,6 +337,11 @@ class Engine:
             return
         self.push.modified = modified_properties(old, payload)
         self.push.action = Action.UPDATE
+        if payload.get("active") is False and old.get("active", True) is not False:
+            # A deactivation in the directory disables downstream: the guard counts it like a leaver,
+            # so a mass deactivation (a bad HR feed) is held as a mass unassignment would be.
+            self.push.action = Action.DISABLE
+            self._guard(Action.DISABLE)
         try:
             self.write_user(self.link.remote_id, old, payload)
         except RemoteNotFound:
@@ -1040,7 +1045,9 @@ def target_full_sync(
             if progress
             else None,
         )
-        return SyncPlan(users=run.users, groups=run.groups, unlinked=0, queued=run.queued)
+        return SyncPlan(
+            users=run.users, groups=run.groups, leaving=run.leavers, queued=run.queued, run_id=run.pk
+        )
     plan = SyncPlan()
     page_size = provisioning_setting("FULL_SYNC_PAGE_SIZE")
     if not dry_run:

@@ -39,7 +39,7 @@ from provisioning.models import (
     TargetScope,
 )
 from provisioning.relay import deliveries_for_objects
-from provisioning.scope import ObjectKey, scope_filter, scope_refresh
+from provisioning.scope import ObjectKey, scope_filter, scope_refresh, stored_types
 
 Phase = SyncRun.Phase
 PHASES = [Phase.USERS, Phase.GROUPS, Phase.LEAVERS, Phase.END]
@@ -66,7 +66,8 @@ def next_page(
     while phase != Phase.END:
         if phase in (Phase.USERS, Phase.GROUPS):
             object_type = ObjectType.USER.value if phase == Phase.USERS else ObjectType.GROUP.value
-            if target.scope == Target.Scope.ALL:
+            # A type whose scope is stored (assigned, or filtered) walks its stored rows; else every object.
+            if object_type not in stored_types(target):
                 model = User if phase == Phase.USERS else Group
                 rows = model.objects.order_by("pk")
                 if cursor:
@@ -110,9 +111,13 @@ def sync_run_start(*, target: Target, trigger: str = "", restart: bool = False) 
             if unfinished is not None:
                 unfinished.state, unfinished.finished = SyncRun.State.CANCELLED, timezone.now()
                 unfinished.save(update_fields=["state", "finished"])
-            if target.scope == Target.Scope.ASSIGNED:
+            if stored_types(target):
                 scope_refresh(target=target)
             run = SyncRun.objects.create(target=target, trigger=trigger[:64])
+            # The status page and the deletion guard's per-run count read the latest run from the target.
+            Target.objects.filter(pk=target.pk).update(
+                last_full_sync_at=run.started, last_full_sync_run_id=run.pk
+            )
     except IntegrityError:
         # Another process started one at the same moment (one queuing run per target): join it.
         return SyncRun.objects.get(target=target, state=SyncRun.State.QUEUING), True
@@ -140,9 +145,9 @@ def sync_run_advance(
             keys, phase, cursor, seen = next_page(run.target, run.phase, run.cursor, page_size)
             now = timezone.now()
             if keys:
-                ids = deliveries_for_objects(
-                    target=run.target, keys=keys, priority=Delivery.Priority.BACKFILL
-                )
+                # Objects still linked but out of scope are leavers: their lane is the fast one.
+                lane = Delivery.Priority.LEAVER if phase == Phase.LEAVERS else Delivery.Priority.BACKFILL
+                ids = deliveries_for_objects(target=run.target, keys=keys, priority=lane)
                 # New rows and the active ones a page folded into both belong to this run now.
                 run.queued += _claim_deliveries(run, keys)
                 queue.send_on_commit(ids)

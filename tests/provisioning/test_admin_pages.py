@@ -207,6 +207,8 @@ def test_target_form_checks_filters_and_saves_guard_thresholds(
         "group_scoping_filters": "[]",
         "guard_hour_max_count": 10,
         "guard_run_max_percent": 5,
+        "reconcile_interval_minutes": 360,
+        "reconcile_policy": "report",
         "assignments-TOTAL_FORMS": 0,
         "assignments-INITIAL_FORMS": 0,
     }

@@ -271,3 +271,23 @@ def test_a_full_sync_run_settles_leavers_missed_while_disabled_within_its_run_li
     target_full_sync(target=target)
     run_all(downstream.connection())
     assert held(target).count() == 2
+
+
+def test_deactivations_in_the_directory_count_as_disables(actor, target_factory, downstream, sent):
+    target, staff, users = provisioned(actor, target_factory, downstream, 4, guard_hour_max_count=2)
+    for user in users:
+        directory.user_deactivate(actor=actor, user_id=user.pk)
+    log = run_all(downstream.connection())
+
+    disables = [entry for entry in log if entry.object_type == "user"]
+    assert sorted(entry.outcome for entry in disables) == ["held", "held", "success", "success"]
+    assert {entry.action for entry in disables} == {"disable"}
+    assert sum(not remote_active(downstream, u) for u in users) == 2
+    assert held(target).count() == 2
+    held_approve(operator="alice", delivery_ids=list(held(target).values_list("pk", flat=True)))
+    run_all(downstream.connection())
+    assert not any(remote_active(downstream, u) for u in users)
+    # Re-activating is not a disable: never held.
+    directory.user_activate(actor=actor, user_id=users[0].pk)
+    run_all(downstream.connection())
+    assert remote_active(downstream, users[0])

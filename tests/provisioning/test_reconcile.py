@@ -276,7 +276,7 @@ def test_a_user_re_enabled_downstream_after_leaving_is_disabled_again(actor, pro
     assert (drift.kind, drift.object_id) == ("drift", users["dan"].pk)
     assert drift.details == {"active": {"desired": False, "written": False, "remote": True}}
     [entry] = deliver_all()
-    assert (entry.action, entry.modified_properties) == ("update", {"active": [True, False]})
+    assert (entry.action, entry.modified_properties) == ("disable", {"active": [True, False]})
     assert remote.get(f"Users/{remote_id(users['dan'])}").json()["active"] is False
 
 
