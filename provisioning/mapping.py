@@ -16,6 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from directory.columns import (
+    CORE_GROUP_URN,
+    CORE_USER_URN,
+    ENTERPRISE_COLUMNS,
+    ENTERPRISE_USER_URN,
+    NAME_COLUMNS,
+    USER_COLUMNS,
+)
 from directory.models import Group, User, UserValue
 from provisioning import sources
 from provisioning.clients import PermanentError
@@ -23,36 +31,14 @@ from provisioning.expressions import EvaluationError, Expression, ExpressionErro
 from provisioning.models import AttributeMapping, ObjectType, Target
 from provisioning.sources import Resolver
 
-CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+CORE_USER = CORE_USER_URN
+CORE_GROUP = CORE_GROUP_URN
+ENTERPRISE_USER = ENTERPRISE_USER_URN
 
-USER_STRINGS: dict[str, str] = {
-    "userName": "user_name",
-    "displayName": "display_name",
-    "nickName": "nick_name",
-    "profileUrl": "profile_url",
-    "title": "title",
-    "userType": "user_type",
-    "preferredLanguage": "preferred_language",
-    "locale": "locale",
-    "timezone": "timezone",
-}
-NAME_PARTS: dict[str, str] = {
-    "formatted": "name_formatted",
-    "familyName": "family_name",
-    "givenName": "given_name",
-    "middleName": "middle_name",
-    "honorificPrefix": "honorific_prefix",
-    "honorificSuffix": "honorific_suffix",
-}
-ENTERPRISE_STRINGS: dict[str, str] = {
-    "employeeNumber": "employee_number",
-    "costCenter": "cost_center",
-    "organization": "organization",
-    "division": "division",
-    "department": "department",
-}
+# externalId is not among them: downstream it carries the directory's immutable id.
+USER_STRINGS = {name: column for name, column in USER_COLUMNS.items() if name != "externalId"}
+NAME_PARTS = NAME_COLUMNS
+ENTERPRISE_STRINGS = ENTERPRISE_COLUMNS
 # Multi-valued attributes pushed by default. Roles, entitlements and
 # certificates are left to per-target mappings: what they mean is the target's.
 PUSHED_VALUES = (UserValue.Kind.EMAILS, UserValue.Kind.PHONE_NUMBERS, UserValue.Kind.ADDRESSES)

@@ -20,37 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from directory.columns import ENTERPRISE_COLUMNS, ENTERPRISE_USER_URN, NAME_COLUMNS, USER_COLUMNS
 from directory.models import Group, User, UserValue
 
-ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+ENTERPRISE_USER = ENTERPRISE_USER_URN
 
-USER_STRINGS: dict[str, str] = {
-    "externalId": "external_id",
-    "userName": "user_name",
-    "displayName": "display_name",
-    "nickName": "nick_name",
-    "profileUrl": "profile_url",
-    "title": "title",
-    "userType": "user_type",
-    "preferredLanguage": "preferred_language",
-    "locale": "locale",
-    "timezone": "timezone",
-}
-NAME_PARTS: dict[str, str] = {
-    "formatted": "name_formatted",
-    "familyName": "family_name",
-    "givenName": "given_name",
-    "middleName": "middle_name",
-    "honorificPrefix": "honorific_prefix",
-    "honorificSuffix": "honorific_suffix",
-}
-ENTERPRISE_STRINGS: dict[str, str] = {
-    "employeeNumber": "employee_number",
-    "costCenter": "cost_center",
-    "organization": "organization",
-    "division": "division",
-    "department": "department",
-}
+USER_STRINGS = USER_COLUMNS
+NAME_PARTS = NAME_COLUMNS
+ENTERPRISE_STRINGS = ENTERPRISE_COLUMNS
 MULTI_VALUED = tuple(UserValue.Kind.values)
 GROUP_STRINGS: dict[str, str] = {
     "externalId": "external_id",

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from directory.columns import ENTERPRISE_COLUMNS, NAME_COLUMNS, USER_COLUMNS
 from directory.exceptions import InvalidValue
 from directory.models import Group, User, UserValue
 from scim_api.exceptions import ScimError
@@ -30,34 +31,10 @@ from scim_api.schema import (
     custom_extensions,
 )
 
-# SCIM name → model field, for the single-valued string attributes stored in columns.
-USER_SIMPLE: dict[str, str] = {
-    "externalId": "external_id",
-    "userName": "user_name",
-    "displayName": "display_name",
-    "nickName": "nick_name",
-    "profileUrl": "profile_url",
-    "title": "title",
-    "userType": "user_type",
-    "preferredLanguage": "preferred_language",
-    "locale": "locale",
-    "timezone": "timezone",
-}
-NAME_PARTS: dict[str, str] = {
-    "formatted": "name_formatted",
-    "familyName": "family_name",
-    "givenName": "given_name",
-    "middleName": "middle_name",
-    "honorificPrefix": "honorific_prefix",
-    "honorificSuffix": "honorific_suffix",
-}
-ENTERPRISE_SIMPLE: dict[str, str] = {
-    "employeeNumber": "employee_number",
-    "costCenter": "cost_center",
-    "organization": "organization",
-    "division": "division",
-    "department": "department",
-}
+# SCIM name → model field, for the single-valued string attributes stored in columns (directory.columns).
+USER_SIMPLE = USER_COLUMNS
+NAME_PARTS = NAME_COLUMNS
+ENTERPRISE_SIMPLE = ENTERPRISE_COLUMNS
 ADDRESS_PARTS = ("formatted", "streetAddress", "locality", "region", "postalCode", "country")
 MULTI_VALUED = tuple(UserValue.Kind.values)
 # Attributes a client may send but the server owns: ignored on input (RFC 7644 §3.5.1).
