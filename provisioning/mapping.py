@@ -24,10 +24,10 @@ from directory.columns import (
     NAME_COLUMNS,
     USER_COLUMNS,
 )
+from directory.expressions import EvaluationError, Expression, ExpressionError, compile_expression
 from directory.models import Group, User, UserValue
 from provisioning import sources
 from provisioning.clients import PermanentError
-from provisioning.expressions import EvaluationError, Expression, ExpressionError, compile_expression
 from provisioning.models import AttributeMapping, ObjectType, Target
 from provisioning.sources import Resolver
 

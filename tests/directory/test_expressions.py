@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from provisioning.expressions import (
+from directory.expressions import (
     FUNCTIONS,
     MAX_DEPTH,
     MAX_EXPRESSION_LENGTH,

@@ -1,4 +1,8 @@
-"""The mapping expression language: a small, safe function language for outbound attribute mappings.
+"""The mapping expression language: a small, safe function language for attribute mappings.
+
+Outbound provisioning maps directory attributes to what a target receives with
+it, and inbound sources map what an HR system sends to directory attributes:
+both front doors use this one language, so it lives in the core.
 
 Syntax (the one Microsoft Entra documents for its attribute-mapping expressions,
 so mappings written for Entra read the same here):
