@@ -25,6 +25,15 @@ DEFAULTS: dict[str, Any] = {
     "LOG_RETENTION_DAYS": 30,
     # Objects per page of a full sync.
     "FULL_SYNC_PAGE_SIZE": 1000,
+    # Deliveries per task (one target, one lane): leased, matched and recorded together.
+    "BATCH_SIZE": 50,
+    # A batch stops taking new deliveries after this long and sends the rest again, so a slow
+    # target holds a worker thread (and a concurrency slot) for a bounded time.
+    "BATCH_SECONDS": 5.0,
+    # Circuit breaker: transient failures in a row on one target before it is degraded (one request
+    # at a time) and before it is quarantined (nothing sent until its next attempt).
+    "DEGRADE_AFTER_FAILURES": 3,
+    "QUARANTINE_AFTER_FAILURES": 30,
 }
 
 
