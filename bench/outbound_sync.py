@@ -45,7 +45,10 @@ THREADS = int(os.environ.get("BENCH_THREADS", "4"))
 RATE = float(os.environ.get("BENCH_RATE", "50"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-MARK = re.compile(rb"bench-change-(\d+)")
+# Each run marks its changes with its own token: a title left by an earlier run is never a match,
+# and a change is never a no-op because an earlier run happened to write the same value.
+RUN = uuid.uuid4().hex[:8]
+MARK = re.compile(rb"bench-change-" + RUN.encode() + rb"-(\d+)")
 
 
 class Downstream(BaseHTTPRequestHandler):
@@ -117,6 +120,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
+def analyze() -> None:
+    """Refresh the planner's statistics, as autovacuum would in production (it may be off here)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
 def main() -> None:
     url = database_url(DEFAULT_URL)
     ensure_database(url)
@@ -155,6 +166,7 @@ def main() -> None:
                 ],
             )
     ChangeEvent.objects.filter(processed__isnull=True).update(processed=timezone.now())
+    analyze()
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Downstream)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -218,6 +230,7 @@ def main() -> None:
             flush=True,
         )
 
+        analyze()  # the deliveries, links and log the sync wrote
         # Steady changes: one every 1/RATE s on the wall clock (a late one does not shift the rest).
         ids = list(User.objects.filter(user_name__startswith="sync-").values_list("pk", flat=True)[:USERS])
         random.seed(7)
@@ -232,7 +245,7 @@ def main() -> None:
             if delay > 0:
                 time.sleep(delay)
             user_id = random.choice(ids)
-            user_update(actor=actor, user_id=user_id, title=f"bench-change-{n}")
+            user_update(actor=actor, user_id=user_id, title=f"bench-change-{RUN}-{n}")
             committed[n] = time.time()
             whom[n] = user_id
             changed_by.setdefault(user_id, []).append(n)

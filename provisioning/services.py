@@ -196,7 +196,17 @@ def _gate(target: Target, lane: int) -> Callable[[], None]:
         if wait > 0:
             raise Paced(wait)
 
-    return gate
+    if rate > 0:
+        return gate
+    # No rate limit: only a Retry-After block can hold the batch, and a block set meanwhile stops
+    # the batch that got the 429 (and each other one at its first 429), so once per batch will do.
+    blocked = shared.reserve(key, rate=0, burst=1)
+
+    def unlimited() -> None:
+        if blocked > 0:
+            raise Paced(blocked)
+
+    return unlimited
 
 
 # --- matching a batch at once ----------------------------------------------------------

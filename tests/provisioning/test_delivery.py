@@ -289,7 +289,9 @@ def test_a_429_is_retried_no_sooner_than_retry_after(actor, target_factory, sent
     assert (target.circuit_state, failure_streak(target)) == ("healthy", 1)
     bob = directory.user_create(actor=actor, user_name="bob@example.com")
     relay.relay_change_events()
-    assert delivery_send(delivery_id=Delivery.objects.get(object_id=bob.pk).pk, connection=failing(500)) is None
+    assert (
+        delivery_send(delivery_id=Delivery.objects.get(object_id=bob.pk).pk, connection=failing(500)) is None
+    )
     assert Delivery.objects.get(object_id=bob.pk).next_attempt_at >= before + timedelta(seconds=119)
     # Not due yet: a duplicate task finds nothing to do.
     assert delivery_send(delivery_id=delivery.pk, connection=failing(500)) is None
