@@ -1,14 +1,18 @@
-"""Delivery: bring one object on one target to its current desired state, and record how it went.
+"""Delivery: bring objects on one target to their current desired state, and record how it went.
 
-`delivery_send` is what the `deliver` task calls. It leases the delivery (a
-conditional UPDATE: one worker per (target, object) at a time), reads the
-object's state now from the directory (never the event's diff, so duplicates
-and reordering are harmless), then matches, creates, updates, disables or
-deletes downstream, and finally, in one transaction, stores the link (remote
-id and what was written), the provisioning log row and the delivery's next
-state. Failures follow the client's taxonomy: transient ones are retried with
-exponential backoff and jitter (honouring Retry-After), permanent ones fail
-the delivery, and a 401/403 quarantines the target instead.
+`deliveries_send` is what the `deliver_batch` task calls, for a batch of one
+target's deliveries. It asks the target's pacer for a concurrency place, leases
+the batch (one statement: one worker per (target, object) at a time), reads the
+objects' state now from the directory (never the events' diffs, so duplicates
+and reordering are harmless) and matches the unlinked ones with one lookup per
+matching attribute, then per object matches, creates, updates, disables or
+deletes downstream, each request within the target's rate limit, and finally,
+in one transaction, stores the links (remote id and what was written), the
+provisioning log rows and the deliveries' next states. Failures follow the
+client's taxonomy: transient ones are retried with exponential backoff and
+jitter (honouring Retry-After) and drive the target's circuit breaker,
+permanent ones fail the delivery, and a 401/403 quarantines the target. What
+the pacer refuses is put back and sent again after the wait: no worker sleeps.
 """
 
 from __future__ import annotations
