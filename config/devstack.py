@@ -43,6 +43,8 @@ def main() -> int:
 
     commands = {
         "web": _manage("runserver", f"127.0.0.1:{port}", "--noreload"),
+        # No -Q: the worker consumes every queue in CELERY_TASK_QUEUES (the default one and the
+        # provisioning lanes), as production workers do.
         "worker": _celery("worker", "--loglevel=INFO", "--concurrency=2"),
         "beat": _celery("beat", "--loglevel=INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME),
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from config.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
@@ -127,6 +128,8 @@ if CELERY_BROKER_URL == "filesystem://":
         "control_folder": str(VAR_DIR / "celery" / "control"),
         "store_processed": False,
     }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"queue_order_strategy": "priority"}
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or REDIS_URL or None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -137,6 +140,25 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 # Tests give each real worker a queue of its own; deployments keep Celery's default.
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE") or "celery"
+# Provisioning's lanes, each a broker queue (provisioning.queue): leavers and disables first, then
+# changes, full syncs last. CELERY_QUEUE_PREFIX keeps test and benchmark workers apart on one Redis.
+_QUEUE_PREFIX = env_str("CELERY_QUEUE_PREFIX") or ""
+PROVISIONING_LANE_QUEUES = {
+    lane: f"{_QUEUE_PREFIX}provisioning.{lane}" for lane in ("leaver", "change", "backfill")
+}
+# A worker started without -Q consumes all of these. On Redis it asks for them in this order every
+# time (kombu's "priority" strategy; its default rotates them), so a queued leaver is always taken
+# before the next change and a change before the next backfill batch. The default queue (the relay,
+# the sweeper, housekeeping: short tasks) comes first: the relay feeds the others.
+CELERY_TASK_QUEUES = [
+    Queue(name)
+    for name in (
+        CELERY_TASK_DEFAULT_QUEUE,
+        PROVISIONING_LANE_QUEUES["leaver"],
+        PROVISIONING_LANE_QUEUES["change"],
+        PROVISIONING_LANE_QUEUES["backfill"],
+    )
+]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celery" / "beat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "purge-processed-change-events": {
@@ -156,7 +178,7 @@ CELERY_BEAT_SCHEDULE = {
     # Resends deliveries whose task was lost (broker restart, killed worker) or whose retry is due.
     "sweep-deliveries": {
         "task": "provisioning.tasks.sweep_deliveries",
-        "schedule": 5.0,
+        "schedule": env_float("PROVISIONING_SWEEP_INTERVAL", 5.0, minimum=0.5),
         "options": {"expires": 30},
     },
     "purge-provisioning-log": {
@@ -252,8 +274,12 @@ PROVISIONING = {
     "SECRET_KEYS": [
         key.strip() for key in (env_secret("PROVISIONING_SECRET_KEY") or "").split(",") if key.strip()
     ],
-    "LEASE_SECONDS": env_int("PROVISIONING_LEASE_SECONDS", 300, minimum=10),
+    "LEASE_SECONDS": env_int("PROVISIONING_LEASE_SECONDS", 300, minimum=5),
+    "REENQUEUE_AFTER_SECONDS": env_int("PROVISIONING_REENQUEUE_AFTER", 60, minimum=1),
     "MAX_FAILURES": env_int("PROVISIONING_MAX_FAILURES", 10, minimum=1),
+    "BACKOFF_BASE": env_float("PROVISIONING_BACKOFF_BASE", 2.0, minimum=0.01),
+    "BACKOFF_MAX": env_float("PROVISIONING_BACKOFF_MAX", 3600.0, minimum=1.0),
+    "BATCH_SIZE": env_int("PROVISIONING_BATCH_SIZE", 50, minimum=1, maximum=500),
     "LOG_RETENTION_DAYS": env_int("PROVISIONING_LOG_RETENTION_DAYS", 30, minimum=1),
     "RUN_RETENTION_DAYS": env_int("PROVISIONING_RUN_RETENTION_DAYS", 90, minimum=1),
     "FULL_SYNC_PAGE_SIZE": env_int("PROVISIONING_FULL_SYNC_PAGE_SIZE", 1000, minimum=1),

@@ -425,6 +425,50 @@ class ResourceClient:
         found = [item for item in resources if isinstance(item, dict) and item.get("id")]
         return found, max(len(found), total if isinstance(total, int) else 0)
 
+    def find_many(
+        self, attribute: str, values: list[str], *, max_filter_length: int = 3000
+    ) -> dict[str, list[str]] | None:
+        """{casefolded value: remote ids} for every value, by `attribute eq v1 or attribute eq v2 ...`.
+
+        The filter is split so no request's filter passes `max_filter_length`
+        characters (URLs stay well under common server limits). None when an
+        answer cannot be read back: a resource without the attribute, or fewer
+        resources than the target counted (a page-size cap).
+        """
+        found: dict[str, list[str]] = {}
+        chunks: list[list[str]] = [[]]
+        length = 0
+        for value in values:
+            clause = len(filter_eq(attribute, value)) + 4
+            if chunks[-1] and length + clause > max_filter_length:
+                chunks.append([])
+                length = 0
+            chunks[-1].append(value)
+            length += clause
+        for chunk in chunks:
+            if not chunk:
+                continue
+            params = {
+                "filter": " or ".join(filter_eq(attribute, value) for value in chunk),
+                "startIndex": 1,
+                "count": 2 * len(chunk),
+                "attributes": f"id,{attribute}",
+            }
+            body = self._call("GET", self._path(), params=params)
+            if not isinstance(body, dict):
+                raise PermanentError(f"GET {self.endpoint}?filter=... did not answer a ListResponse")
+            resources = [item for item in body.get("Resources") or [] if isinstance(item, dict)]
+            total = body.get("totalResults")
+            if isinstance(total, int) and total > len(resources):
+                return None
+            lowered = attribute.lower()
+            for item in resources:
+                value = next((v for k, v in item.items() if k.lower() == lowered), None)
+                if not isinstance(value, str) or not item.get("id"):
+                    return None
+                found.setdefault(value.casefold(), []).append(str(item["id"]))
+        return found
+
     def pages(self, *, page_size: int = 100, attributes: str = "") -> Iterator[list[dict[str, Any]]]:
         """Every resource, a page at a time (index pagination)."""
         start = 1

@@ -37,6 +37,15 @@ DEFAULTS: dict[str, Any] = {
     "RECONCILE_STALE_SECONDS": 900,
     # Days of full sync and reconciliation runs (and their findings) kept.
     "RUN_RETENTION_DAYS": 90,
+    # Deliveries per task (one target, one lane): leased, matched and recorded together.
+    "BATCH_SIZE": 50,
+    # A batch stops taking new deliveries after this long and sends the rest again, so a slow
+    # target holds a worker thread (and a concurrency slot) for a bounded time.
+    "BATCH_SECONDS": 5.0,
+    # Circuit breaker: transient failures in a row on one target before it is degraded (one request
+    # at a time) and before it is quarantined (nothing sent until its next attempt).
+    "DEGRADE_AFTER_FAILURES": 3,
+    "QUARANTINE_AFTER_FAILURES": 30,
 }
 
 

@@ -29,13 +29,27 @@ from django.core.cache import cache
 _RESERVE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local blocked = tonumber(redis.call('GET', KEYS[2]) or 0)
+if blocked > now then return tostring(blocked - now) end
 local interval = tonumber(ARGV[1])
+if interval <= 0 then return '0' end
 local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local wait = tat - now - tolerance
 if wait > 0.000001 then return tostring(wait) end
 redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1000)
+return '0'
+"""
+
+_BLOCK_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local until_ = now + tonumber(ARGV[1])
+local blocked = tonumber(redis.call('GET', KEYS[1]) or 0)
+if until_ > blocked then
+  redis.call('SET', KEYS[1], tostring(until_), 'PX', math.ceil(tonumber(ARGV[1]) * 1000) + 1000)
+end
 return '0'
 """
 
@@ -68,6 +82,8 @@ class Slot:
 class Pacer(Protocol):
     def reserve(self, key: str, *, rate: float, burst: int) -> float: ...
 
+    def block(self, key: str, seconds: float) -> None: ...
+
     def acquire(self, key: str, *, limit: int, lease_seconds: float) -> Slot: ...
 
     def release(self, key: str, token: str) -> None: ...
@@ -79,13 +95,25 @@ class RedisPacer:
     def __init__(self, client: Any) -> None:
         self.client = client
         self._reserve = client.register_script(_RESERVE_SCRIPT)
+        self._block = client.register_script(_BLOCK_SCRIPT)
         self._acquire = client.register_script(_ACQUIRE_SCRIPT)
 
     def reserve(self, key: str, *, rate: float, burst: int) -> float:
-        interval = 1.0 / rate
+        """0 when a request may go now (and it is counted), else the seconds to wait (nothing counted).
+
+        A rate of 0 means no limit; a block (a server's Retry-After) holds either way.
+        """
+        interval = 1.0 / rate if rate > 0 else 0.0
         return float(
-            self._reserve(keys=[f"pace:rate:{key}"], args=[interval, interval * (max(burst, 1) - 1)])
+            self._reserve(
+                keys=[f"pace:rate:{key}", f"pace:block:{key}"],
+                args=[interval, interval * (max(burst, 1) - 1)],
+            )
         )
+
+    def block(self, key: str, seconds: float) -> None:
+        """No request to this target for `seconds` (a Retry-After), whoever asks; a longer block stays."""
+        self._block(keys=[f"pace:block:{key}"], args=[seconds])
 
     def acquire(self, key: str, *, limit: int, lease_seconds: float) -> Slot:
         token = uuid.uuid4().hex
@@ -103,18 +131,28 @@ class LocalPacer:
     clock: Any = time.monotonic
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _tat: dict[str, float] = field(default_factory=dict)
+    _blocked: dict[str, float] = field(default_factory=dict)
     _slots: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def reserve(self, key: str, *, rate: float, burst: int) -> float:
-        interval = 1.0 / rate
         with self._lock:
             now = self.clock()
+            blocked = self._blocked.get(key, 0.0)
+            if blocked > now:
+                return blocked - now
+            if rate <= 0:
+                return 0.0
+            interval = 1.0 / rate
             tat = max(self._tat.get(key, now), now)
             wait = tat - now - interval * (max(burst, 1) - 1)
             if wait > 1e-6:  # float rounding of tat must not refuse a request that is due
                 return wait
             self._tat[key] = tat + interval
             return 0.0
+
+    def block(self, key: str, seconds: float) -> None:
+        with self._lock:
+            self._blocked[key] = max(self._blocked.get(key, 0.0), self.clock() + seconds)
 
     def acquire(self, key: str, *, limit: int, lease_seconds: float) -> Slot:
         with self._lock:

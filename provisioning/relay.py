@@ -142,7 +142,8 @@ def deliveries_upsert(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list[
     An object with an active delivery gets its version raised (and its
     priority, if more urgent) instead of a second row: the worker that runs it
     pushes the state of that moment, so many events cost one push. A new row
-    needs a task; an existing queued row already has one, and a running one
+    needs a task; an existing queued row already has one (unless it just became more urgent: it is
+    sent again, in its faster lane), and a running one
     queues itself again when it sees the newer version.
     """
     if not wanted:
@@ -157,7 +158,9 @@ def _upsert_postgresql(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list
     now = timezone.now()
     states = ", ".join(f"'{state}'" for state in ACTIVE_DELIVERY_STATES)
     created: list[int] = []
-    items = list(wanted.items())
+    # Every writer (relays, full syncs, scope edits) touches rows in the same order, so two upserts
+    # of overlapping objects wait for each other instead of deadlocking.
+    items = sorted(wanted.items(), key=lambda item: (item[0][0], item[0][1], str(item[0][2])))
     with connection.cursor() as cursor:
         for start in range(0, len(items), 1000):
             chunk = items[start : start + 1000]
@@ -172,6 +175,7 @@ def _upsert_postgresql(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list
                 f" SELECT v.target_id, v.object_type, v.object_id::uuid, v.version, v.priority, 'queued',"
                 f" 0, 0, 0, false, '', '', %s, %s, %s"
                 f" FROM (VALUES {rows}) AS v(target_id, object_type, object_id, version, priority)"
+                f" ORDER BY v.target_id, v.object_type, v.object_id::uuid"
                 f" ON CONFLICT (target_id, object_type, object_id) WHERE state IN ({states})"
                 f" DO UPDATE SET version = GREATEST({table}.version, EXCLUDED.version),"
                 f" priority = LEAST({table}.priority, EXCLUDED.priority), updated = EXCLUDED.updated,"
@@ -182,6 +186,10 @@ def _upsert_postgresql(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list
                 f" next_attempt_at = CASE WHEN {table}.state = 'held' AND EXCLUDED.version > {table}.version"
                 f"  THEN NULL ELSE {table}.next_attempt_at END,"
                 f" enqueued_at = CASE WHEN {table}.state = 'held' AND EXCLUDED.version > {table}.version"
+                f"  THEN EXCLUDED.enqueued_at"
+                # A queued delivery that became more urgent (a backfill whose object just left) is
+                # sent again in its new lane, not left behind the backfill it was queued with.
+                f"  WHEN {table}.state = 'queued' AND EXCLUDED.priority < {table}.priority"
                 f"  THEN EXCLUDED.enqueued_at ELSE {table}.enqueued_at END"
                 # New rows and woken ones carry this call's timestamp: those need a task.
                 f" RETURNING id, enqueued_at = %s",
@@ -219,6 +227,11 @@ def _upsert_generic(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list[in
                 # A newer change wakes a held delivery (see _upsert_postgresql).
                 active.state, active.next_attempt_at, active.enqueued_at = Delivery.State.QUEUED, None, now
                 fields += ["state", "next_attempt_at", "enqueued_at"]
+                created.append(active.pk)
+            elif active.state == Delivery.State.QUEUED and want.priority < active.priority:
+                # More urgent now: sent again in its new lane (see _upsert_postgresql).
+                active.enqueued_at = now
+                fields.append("enqueued_at")
                 created.append(active.pk)
             active.version = max(active.version, want.version)
             active.priority = min(active.priority, want.priority)

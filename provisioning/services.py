@@ -1,20 +1,25 @@
-"""Delivery: bring one object on one target to its current desired state, and record how it went.
+"""Delivery: bring objects on one target to their current desired state, and record how it went.
 
-`delivery_send` is what the `deliver` task calls. It leases the delivery (a
-conditional UPDATE: one worker per (target, object) at a time), reads the
-object's state now from the directory (never the event's diff, so duplicates
-and reordering are harmless), then matches, creates, updates, disables or
-deletes downstream, and finally, in one transaction, stores the link (remote
-id and what was written), the provisioning log row and the delivery's next
-state. Failures follow the client's taxonomy: transient ones are retried with
-exponential backoff and jitter (honouring Retry-After), permanent ones fail
-the delivery, and a 401/403 quarantines the target instead.
+`deliveries_send` is what the `deliver_batch` task calls, for a batch of one
+target's deliveries. It asks the target's pacer for a concurrency place, leases
+the batch (one statement: one worker per (target, object) at a time), reads the
+objects' state now from the directory (never the events' diffs, so duplicates
+and reordering are harmless) and matches the unlinked ones with one lookup per
+matching attribute, then per object matches, creates, updates, disables or
+deletes downstream, each request within the target's rate limit, and finally,
+in one transaction, stores the links (remote id and what was written), the
+provisioning log rows and the deliveries' next states. Failures follow the
+client's taxonomy: transient ones are retried with exponential backoff and
+jitter (honouring Retry-After) and drive the target's circuit breaker,
+permanent ones fail the delivery, and a 401/403 quarantines the target. What
+the pacer refuses is put back and sent again after the wait: no worker sleeps.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 import uuid
@@ -23,14 +28,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from directory import selectors
 from directory.exceptions import ObjectNotFound
 from directory.models import Group, Membership, User
-from provisioning import queue, sync_runs
+from provisioning import pacing, queue, sync_runs
 from provisioning.clients import (
     Conflict,
     Exchange,
@@ -74,6 +80,8 @@ from provisioning.models import (
 from provisioning.relay import deliveries_for_objects
 from provisioning.scope import (
     DELETED,
+    IN_ALL,
+    IN_ASSIGNED,
     ScopeChange,
     object_decision,
     scope_contains,
@@ -144,6 +152,145 @@ class DryRunConnection(ScimConnection):
         return None
 
 
+class Paced(Exception):
+    """The target's rate limit (or a Retry-After it sent) allows no request now; try again in `wait` s."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"paced: the target's rate limit allows the next request in {wait:.2f} s")
+        self.wait = wait
+
+
+class PacedConnection(ScimConnection):
+    """A target's connection that asks its pacer before every request, and never waits: Paced instead."""
+
+    def __init__(self, real: ScimConnection, gate: Callable[[], None]) -> None:
+        super().__init__(base_url=real.base_url)
+        self.real, self.gate = real, gate
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        log: list[Exchange] | None = None,
+    ) -> Any:
+        self.gate()
+        return self.real.request(method, path, body=body, params=params, log=log)
+
+
+def pace_key(target: Target) -> str:
+    """The target's key in the pacer; `created` too, since a deleted target's id can come back."""
+    return f"{target.pk}:{target.created.timestamp():.6f}"
+
+
+def _gate(target: Target, lane: int) -> Callable[[], None]:
+    """Check the target's rate limit (and any Retry-After block) for one request; raise Paced to wait."""
+    shared = pacing.pacer()
+    key = pace_key(target)
+    rate = target.rate_limit_rps
+    burst = target.rate_limit_burst
+    if lane == Delivery.Priority.BACKFILL:
+        # A backfill leaves half the burst unused, for the leavers and changes that come meanwhile.
+        burst = max(1, burst // 2)
+
+    def gate() -> None:
+        wait = shared.reserve(key, rate=rate, burst=burst)
+        if wait > 0:
+            raise Paced(wait)
+
+    if rate > 0:
+        return gate
+    # No rate limit: only a Retry-After block can hold the batch, and a block set meanwhile stops
+    # the batch that got the 429 (and each other one at its first 429), so once per batch will do.
+    blocked = shared.reserve(key, rate=0, burst=1)
+
+    def unlimited() -> None:
+        if blocked > 0:
+            raise Paced(blocked)
+
+    return unlimited
+
+
+# --- matching a batch at once ----------------------------------------------------------
+
+# Attributes a batch lookup can read back from the resources it finds (plain top-level names).
+_SIMPLE_ATTRIBUTE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Targets (per process) that refused an `or` filter: they get one lookup per object.
+_no_batch_lookup: set[str] = set()
+
+
+class PreMatch:
+    """What one lookup per matching attribute found for a batch's unlinked objects.
+
+    The engine consults it instead of sending a lookup per object; values it
+    was not asked about fall back to the per-object lookup.
+    """
+
+    def __init__(self) -> None:
+        self.asked: dict[str, set[str]] = {}
+        self.found: dict[str, dict[str, list[str]]] = {}
+
+    def lookup(self, attribute: str, value: str) -> list[str] | None:
+        """Remote ids with `attribute` equal to `value`, or None when this batch did not ask."""
+        key = value.casefold()
+        if key not in self.asked.get(attribute, set()):
+            return None
+        return self.found.get(attribute, {}).get(key, [])
+
+    def record(self, attribute: str, asked: set[str], found: dict[str, list[str]]) -> None:
+        self.asked.setdefault(attribute, set()).update(asked)
+        self.found.setdefault(attribute, {}).update(found)
+
+
+def prematch_batch(
+    target: Target, client: ResourceClient, payloads: Sequence[dict[str, Any]], object_type: str
+) -> PreMatch:
+    """Look every payload up by the target's matching attributes with one `or` filter per attribute.
+
+    The same guard as the engine's per-object lookup (ordered attributes, one
+    match adopted, several disputed), in one or two requests for a batch
+    instead of one or two per object. A target that refuses the filter, or
+    answers in a way that cannot be mapped back, gets per-object lookups.
+    """
+    prematch = PreMatch()
+    key = pace_key(target)
+    if len(payloads) < 2 or key in _no_batch_lookup:
+        return prematch
+    remaining = list(payloads)
+    for attribute in target.matching_for(object_type):
+        if not remaining:
+            break
+        if not _SIMPLE_ATTRIBUTE.match(attribute) or not target.profile.can_filter(attribute):
+            # The engine looks these up one by one; later attributes only matter after it.
+            break
+        values = {}
+        for payload in remaining:
+            value = matching_value(payload, attribute)
+            if value is not None:
+                values[value.casefold()] = value
+        if not values:
+            continue
+        try:
+            found = client.find_many(attribute, list(values.values()))
+        except TransientError:
+            return prematch  # the per-object path meets the same error and retries it properly
+        except ScimError:
+            _no_batch_lookup.add(key)
+            return prematch
+        if found is None:
+            _no_batch_lookup.add(key)
+            return prematch
+        prematch.record(attribute, set(values), found)
+        remaining = [
+            payload
+            for payload in remaining
+            if (value := matching_value(payload, attribute)) is None or not found.get(value.casefold())
+        ]
+    return prematch
+
+
 # --- the outcome of one push ---------------------------------------------------------
 
 
@@ -174,6 +321,10 @@ class Push:
     link_delete: bool = False
     # Set when the target itself is at fault (401/403): quarantine it.
     misconfigured: bool = False
+    # Set when the pacer stopped the attempt: seconds until the target takes requests again.
+    paced: float | None = None
+    # The link as it was when the attempt started (None: there was none).
+    link: TargetLink | None = None
     # Deliveries to wake once this attempt is recorded (groups waiting for this member).
     created_link: bool = False
 
@@ -188,19 +339,42 @@ class Disputed(Exception):
     pass
 
 
+@dataclass
+class Preload:
+    """What a batch read for one object in a few queries for all: the engine then reads nothing itself."""
+
+    link: TargetLink | None
+    obj: User
+    scope_reason: str
+    manager_remote_id: str | None
+    payloads: Payloads | None
+
+
 class Engine:
     """The push logic for one target: match, create, update, disable, delete, membership deltas."""
 
     def __init__(
-        self, target: Target, connection: ScimConnection, push: Push, guard: DeletionGuard | None = None
+        self,
+        target: Target,
+        connection: ScimConnection,
+        push: Push,
+        guard: DeletionGuard | None = None,
+        *,
+        preload: Preload | None = None,
+        prematch: PreMatch | None = None,
     ) -> None:
         self.target, self.push, self.guard = target, push, guard
+        self.preload, self.prematch = preload, prematch
         self.profile: VendorProfile = target.profile
         self.users = UserClient(connection, push.exchanges)
         self.groups = GroupClient(connection, push.exchanges)
-        self.link = TargetLink.objects.filter(
-            target=target, object_type=push.object_type, object_id=push.object_id
-        ).first()
+        if preload is not None:
+            self.link = preload.link
+        else:
+            self.link = TargetLink.objects.filter(
+                target=target, object_type=push.object_type, object_id=push.object_id
+            ).first()
+        push.link = self.link
         self.state: dict[str, Any] = dict(self.link.state) if self.link else {}
 
     @property
@@ -211,12 +385,17 @@ class Engine:
 
     def run(self) -> None:
         push = self.push
-        in_scope, reason = scope_contains(
-            target=self.target, object_type=push.object_type, object_id=push.object_id
-        )
-        push.in_scope, push.scope_reason = in_scope, reason
         obj: User | Group | None = None
-        if in_scope:
+        if self.preload is not None:
+            in_scope, reason = True, self.preload.scope_reason
+        else:
+            in_scope, reason = scope_contains(
+                target=self.target, object_type=push.object_type, object_id=push.object_id
+            )
+        push.in_scope, push.scope_reason = in_scope, reason
+        if self.preload is not None:
+            obj = self.preload.obj
+        elif in_scope:
             try:
                 obj = (
                     selectors.user_get(user_id=push.object_id)
@@ -250,19 +429,27 @@ class Engine:
 
     # -- matching and creating
 
-    def match(self, payload: dict[str, Any]) -> str | None:
-        """The remote id of the single existing resource matching `payload`, or None; Disputed on several."""
+    def match(self, payload: dict[str, Any], *, fresh: bool = False) -> str | None:
+        """The remote id of the single existing resource matching `payload`, or None; Disputed on several.
+
+        `fresh` asks the target again even where the batch's lookup answered (after a 409, say).
+        """
         for attribute in self.target.matching_for(self.push.object_type):
             value = matching_value(payload, attribute)
             if value is None or not self.profile.can_filter(attribute):
                 continue
-            found, total = self.client.find(attribute, value)
+            known = None if fresh or self.prematch is None else self.prematch.lookup(attribute, value)
+            if known is not None:
+                found, total = known, len(known)
+            else:
+                resources, total = self.client.find(attribute, value)
+                found = [str(item["id"]) for item in resources]
             if total > 1:
                 self.push.match_result, self.push.matched_attribute = "disputed", attribute
                 raise Disputed(f"{total} resources on the target have {attribute} {value!r}; none was linked")
             if found:
                 self.push.match_result, self.push.matched_attribute = "matched", attribute
-                return str(found[0]["id"])
+                return found[0]
         self.push.match_result = "no match"
         return None
 
@@ -277,7 +464,7 @@ class Engine:
         except Conflict:
             # Someone created it since the lookup, or the target's uniqueness
             # covers an attribute we did not match on: look again, then adopt.
-            remote_id = self.match(payload)
+            remote_id = self.match(payload, fresh=True)
             if remote_id is None:
                 raise
             self.push.action = Action.ADOPT
@@ -297,6 +484,8 @@ class Engine:
     def _manager_remote_id(self, user: User) -> str | None:
         if user.manager_id is None:
             return None
+        if self.preload is not None:
+            return self.preload.manager_remote_id
         return (
             TargetLink.objects.filter(
                 target=self.target, object_type=ObjectType.USER, object_id=user.manager_id
@@ -315,11 +504,15 @@ class Engine:
     def upsert_user(self, user: User) -> None:
         # On-create-only attributes go in the POST (`payloads.create`) and never in an update;
         # the link keeps the update form, so later diffs never see them.
-        payloads = user_payloads(
-            self.target,
-            user,
-            manager_remote_id=self._manager_remote_id(user),
-            mappings=mapping_set_for(self.target, ObjectType.USER),
+        payloads = (
+            self.preload.payloads
+            if self.preload is not None and self.preload.payloads is not None
+            else user_payloads(
+                self.target,
+                user,
+                manager_remote_id=self._manager_remote_id(user),
+                mappings=mapping_set_for(self.target, ObjectType.USER),
+            )
         )
         payload = payloads.update
         if self.link is None:
@@ -405,7 +598,7 @@ class Engine:
                     self.push.action, self.push.match_result = Action.CREATE, "created"
                     last = dict(linked) if "members" in body else {}
                 except Conflict:
-                    remote_id = self.match(payloads.create)
+                    remote_id = self.match(payloads.create, fresh=True)
                     if remote_id is None:
                         raise
                     adopted = True
@@ -601,43 +794,55 @@ class Engine:
 # --- leasing and finishing ------------------------------------------------------------
 
 
-def _lease(delivery_id: int) -> Delivery | None:
-    """Take the delivery if it is due and nobody holds it; None otherwise (another worker, or not yet)."""
+def _lease_many(target_id: int, delivery_ids: Sequence[int]) -> list[Delivery]:
+    """Take every one of these deliveries (of one target) that is due and held by nobody, in one statement.
+
+    Skipped: another worker's (one worker per (target, object)), not yet due, or gone.
+    """
     now = timezone.now()
     lease_until = now + timedelta(seconds=provisioning_setting("LEASE_SECONDS"))
     due = Q(state=Delivery.State.QUEUED) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     expired = Q(state=Delivery.State.RUNNING, lease_until__lt=now)
     with transaction.atomic():
-        delivery = (
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("target__profile")
-            .filter(due | expired, pk=delivery_id)
-            .first()
+        deliveries = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(due | expired, pk__in=list(delivery_ids), target_id=target_id)
+            .order_by("pk")
         )
-        if delivery is None:
-            return None
+        if not deliveries:
+            return []
+        # The rows are locked until the commit, so `version` cannot move between the read and this write.
+        Delivery.objects.filter(pk__in=[delivery.pk for delivery in deliveries]).update(
+            state=Delivery.State.RUNNING,
+            lease_until=lease_until,
+            leased_version=F("version"),
+            attempts=F("attempts") + 1,
+            updated=now,
+        )
+    for delivery in deliveries:
         delivery.state = Delivery.State.RUNNING
         delivery.lease_until = lease_until
         delivery.leased_version = delivery.version
         delivery.attempts += 1
         delivery.updated = now
-        delivery.save(update_fields=["state", "lease_until", "leased_version", "attempts", "updated"])
-    return delivery
+    return deliveries
 
 
 def _backoff(failures: int, retry_after: float | None) -> float:
-    base = provisioning_setting("BACKOFF_BASE")
-    delay = min(provisioning_setting("BACKOFF_MAX"), base * (2 ** max(0, failures - 1)))
-    # Full jitter on the upper half: retries from many objects spread out instead of arriving together.
-    delay = delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - not for security
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
+    """The one retry delay (provisioning.pacing.retry_delay) with this deployment's base and cap."""
+    return pacing.retry_delay(
+        failures,
+        retry_after=retry_after,
+        base=provisioning_setting("BACKOFF_BASE"),
+        cap=provisioning_setting("BACKOFF_MAX"),
+    )
 
 
-def _record(push: Push, delivery: Delivery | None, run_id: uuid.UUID, duration_ms: int) -> DeliveryAttempt:
+def _attempt_row(
+    push: Push, delivery: Delivery | None, run_id: uuid.UUID, duration_ms: int
+) -> DeliveryAttempt:
     last = push.last_write()
-    entry = DeliveryAttempt(
+    return DeliveryAttempt(
         target=push.target,
         delivery=delivery,
         object_type=push.object_type,
@@ -661,49 +866,62 @@ def _record(push: Push, delivery: Delivery | None, run_id: uuid.UUID, duration_m
         error=push.error,
         requests=[exchange.as_log() for exchange in push.exchanges],
     )
+
+
+def _record(push: Push, delivery: Delivery | None, run_id: uuid.UUID, duration_ms: int) -> DeliveryAttempt:
+    entry = _attempt_row(push, delivery, run_id, duration_ms)
     if not push.dry_run:
         entry.save()
     return entry
 
 
-def _apply_link(push: Push) -> None:
-    links = TargetLink.objects.filter(
-        target=push.target, object_type=push.object_type, object_id=push.object_id
-    )
-    if push.link_delete:
-        links.delete()
-        return
-    if push.link_remote_id is None:
-        return
+def _apply_links(target: Target, pushes: Sequence[Push]) -> None:
+    """Store what the attempts wrote: links deleted in one statement, created or changed in another."""
+    gone = [push for push in pushes if push.link_delete]
+    for object_type in {push.object_type for push in gone}:
+        TargetLink.objects.filter(
+            target=target,
+            object_type=object_type,
+            object_id__in=[push.object_id for push in gone if push.object_type == object_type],
+        ).delete()
     now = timezone.now()
-    updated = links.update(
-        remote_id=push.link_remote_id,
-        last_hash=push.link_hash or "",
-        state=push.link_state or {},
-        updated=now,
-    )
-    if not updated:
-        TargetLink.objects.create(
-            target=push.target,
+    written = [
+        TargetLink(
+            target=target,
             object_type=push.object_type,
             object_id=push.object_id,
             remote_id=push.link_remote_id,
             last_hash=push.link_hash or "",
             state=push.link_state or {},
+            updated=now,
+        )
+        for push in pushes
+        if not push.link_delete and push.link_remote_id is not None
+    ]
+    if written:
+        # Only the delivery's lease holder writes its object's link, so the rows cannot race; the
+        # upsert covers a link forgotten (or made) by an operator while the request was out.
+        TargetLink.objects.bulk_create(
+            written,
+            update_conflicts=True,
+            unique_fields=["target", "object_type", "object_id"],
+            update_fields=["remote_id", "last_hash", "state", "updated"],
         )
 
 
-def _wake_waiting_groups(push: Push) -> list[int]:
-    """Groups of this user waiting for its remote id run again now instead of at their next check."""
-    if push.object_type != ObjectType.USER:
-        parents = Membership.objects.filter(member_group_id=push.object_id).values_list("group_id", flat=True)
-    else:
-        parents = Membership.objects.filter(member_user_id=push.object_id).values_list("group_id", flat=True)
+def _wake_waiting_groups(target: Target, pushes: Sequence[Push]) -> list[int]:
+    """Groups waiting for a remote id these attempts just created run again now, not at their next check."""
+    created = [push for push in pushes if push.created_link and push.outcome == Outcome.SUCCESS]
+    if not created:
+        return []
+    users = [push.object_id for push in created if push.object_type == ObjectType.USER]
+    groups = [push.object_id for push in created if push.object_type == ObjectType.GROUP]
+    parents = Membership.objects.filter(Q(member_user_id__in=users) | Q(member_group_id__in=groups))
     now = timezone.now()
     waiting = Delivery.objects.filter(
-        target=push.target,
+        target=target,
         object_type=ObjectType.GROUP,
-        object_id__in=parents,
+        object_id__in=parents.values("group_id"),
         state=Delivery.State.QUEUED,
         waiting_for_members=True,
         next_attempt_at__gt=now,
@@ -716,6 +934,32 @@ def _wake_waiting_groups(push: Push) -> list[int]:
     return ids
 
 
+def _finish_done(deliveries: Sequence[Delivery]) -> list[int]:
+    """Deliveries whose attempt succeeded: done, or queued again if a newer change came meanwhile.
+
+    Returns the ids to send again. Three statements whatever the batch's size: every
+    delivery of a batch shares one lease.
+    """
+    if not deliveries:
+        return []
+    now = timezone.now()
+    ids = [delivery.pk for delivery in deliveries]
+    mine = Delivery.objects.filter(
+        pk__in=ids, state=Delivery.State.RUNNING, lease_until=deliveries[0].lease_until
+    )
+    common: dict[str, Any] = {"lease_until": None, "updated": now, "failures": 0}
+    mine.filter(version=F("leased_version")).update(
+        state=Delivery.State.DONE, last_error="", waiting_for_members=False, **common
+    )
+    # A newer change arrived while these ran: run again, from the state of now.
+    again = list(mine.values_list("pk", flat=True))
+    if again:
+        Delivery.objects.filter(pk__in=again).update(
+            state=Delivery.State.QUEUED, next_attempt_at=None, enqueued_at=now, **common
+        )
+    return again
+
+
 def _finish(delivery: Delivery, push: Push) -> tuple[list[int], float | None]:
     """Move the delivery to its next state; return (ids to send, countdown) for after the commit."""
     now = timezone.now()
@@ -724,17 +968,7 @@ def _finish(delivery: Delivery, push: Push) -> tuple[list[int], float | None]:
     )
     common: dict[str, Any] = {"lease_until": None, "updated": now}
     if push.outcome in (Outcome.SUCCESS, Outcome.SKIPPED):
-        done = mine.filter(version=delivery.leased_version).update(
-            state=Delivery.State.DONE, failures=0, last_error="", waiting_for_members=False, **common
-        )
-        if done:
-            return [], None
-        # A newer change arrived while this one ran: run again, from the state of now.
-        if mine.update(
-            state=Delivery.State.QUEUED, next_attempt_at=None, failures=0, enqueued_at=now, **common
-        ):
-            return [delivery.pk], None
-        return [], None
+        return _finish_done([delivery]), None
     if push.outcome == Outcome.HELD:
         if mine.filter(version=delivery.leased_version).update(
             state=Delivery.State.HELD, last_error=push.error, **common
@@ -758,11 +992,14 @@ def _finish(delivery: Delivery, push: Push) -> tuple[list[int], float | None]:
         )
         return [delivery.pk], WAIT_SECONDS
     if push.outcome == Outcome.RETRY:
-        if push.misconfigured:
+        failures = delivery.failures
+        if push.paced is not None:
+            # Stopped by the pacer part-way: not the object's fault, no failure counted.
+            wait = push.paced
+        elif push.misconfigured:
             wait = _backoff(max(1, _quarantine_count(push.target)), None)
-            failures = delivery.failures
         else:
-            failures = delivery.failures + 1
+            failures += 1
             if failures >= provisioning_setting("MAX_FAILURES"):
                 mine.update(state=Delivery.State.FAILED, failures=failures, last_error=push.error, **common)
                 push.outcome = Outcome.FAILED
@@ -781,30 +1018,107 @@ def _finish(delivery: Delivery, push: Push) -> tuple[list[int], float | None]:
     return [], None
 
 
+def _put_back(deliveries: Sequence[Delivery], *, wait: float | None, reason: str = "") -> None:
+    """Return leased deliveries untouched (no attempt counted) and send them again after `wait` seconds."""
+    if not deliveries:
+        return
+    now = timezone.now()
+    ids = [delivery.pk for delivery in deliveries]
+    fields: dict[str, Any] = {}
+    if reason:
+        fields["last_error"] = reason
+    Delivery.objects.filter(
+        pk__in=ids, state=Delivery.State.RUNNING, lease_until=deliveries[0].lease_until
+    ).update(
+        state=Delivery.State.QUEUED,
+        lease_until=None,
+        attempts=F("attempts") - 1,
+        next_attempt_at=now + timedelta(seconds=wait) if wait else None,
+        enqueued_at=now,
+        updated=now,
+        **fields,
+    )
+    queue.send(ids, countdown=wait)
+
+
+# --- the circuit breaker ------------------------------------------------------------------
+
+
 def _quarantine_count(target: Target) -> int:
     return 4 if target.circuit_state == Target.CircuitState.QUARANTINED else 1
 
 
-def _update_circuit(push: Push) -> None:
-    target = push.target
+def _streak_key(target: Target) -> str:
+    return f"provisioning:circuit:{pace_key(target)}"
+
+
+def failure_streak(target: Target) -> int:
+    """Transient failures in a row on this target (shared through the cache: Redis in production)."""
+    return int(cache.get(_streak_key(target)) or 0)
+
+
+def _update_circuit(target: Target, pushes: Sequence[Push]) -> None:
+    """healthy → degraded → quarantined on failures in a row; any success makes the target healthy again.
+
+    Degraded: one request at a time (see _concurrency). Quarantined: nothing is
+    sent until the next attempt, which then probes it. 401/403 quarantine at once.
+    """
     now = timezone.now()
-    if push.misconfigured:
+    misconfigured = next((push for push in pushes if push.misconfigured), None)
+    if misconfigured is not None:
         Target.objects.filter(pk=target.pk).update(
             circuit_state=Target.CircuitState.QUARANTINED,
-            circuit_reason=push.error[:1000],
+            circuit_reason=misconfigured.error[:1000],
             circuit_next_attempt_at=now + timedelta(seconds=_backoff(_quarantine_count(target) + 2, None)),
         )
-    elif push.outcome == Outcome.RETRY and target.circuit_state == Target.CircuitState.HEALTHY:
-        Target.objects.filter(pk=target.pk, circuit_state=Target.CircuitState.HEALTHY).update(
-            circuit_state=Target.CircuitState.DEGRADED, circuit_reason=push.error[:1000]
+        return
+    key = _streak_key(target)
+    last_ok = max((n for n, push in enumerate(pushes) if push.outcome not in (Outcome.RETRY,)), default=None)
+    failed = [push for push in pushes if push.outcome == Outcome.RETRY and push.paced is None]
+    if last_ok is not None:
+        streak = sum(
+            1 for push in pushes[last_ok + 1 :] if push.outcome == Outcome.RETRY and push.paced is None
         )
-    elif (
-        push.outcome in (Outcome.SUCCESS, Outcome.SKIPPED)
-        and target.circuit_state != Target.CircuitState.HEALTHY
-    ):
+        cache.set(key, streak, timeout=86400)
+    elif failed:
+        cache.add(key, 0, timeout=86400)
+        try:
+            streak = cache.incr(key, len(failed))
+        except ValueError:  # expired between the two calls
+            cache.set(key, len(failed), timeout=86400)
+            streak = len(failed)
+    else:
+        return
+    if streak == 0:
+        if target.circuit_state != Target.CircuitState.HEALTHY:
+            Target.objects.filter(pk=target.pk).update(
+                circuit_state=Target.CircuitState.HEALTHY, circuit_reason="", circuit_next_attempt_at=None
+            )
+        return
+    error = failed[-1].error if failed else ""
+    if streak >= provisioning_setting("QUARANTINE_AFTER_FAILURES"):
         Target.objects.filter(pk=target.pk).update(
-            circuit_state=Target.CircuitState.HEALTHY, circuit_reason="", circuit_next_attempt_at=None
+            circuit_state=Target.CircuitState.QUARANTINED,
+            circuit_reason=f"{streak} transient failures in a row; the last: {error}"[:1000],
+            circuit_next_attempt_at=now + timedelta(seconds=_backoff(_quarantine_count(target) + 2, None)),
         )
+    elif streak >= provisioning_setting("DEGRADE_AFTER_FAILURES") and (
+        target.circuit_state == Target.CircuitState.HEALTHY
+    ):
+        Target.objects.filter(pk=target.pk, circuit_state=Target.CircuitState.HEALTHY).update(
+            circuit_state=Target.CircuitState.DEGRADED,
+            circuit_reason=f"{streak} transient failures in a row (one request at a time until a success); "
+            f"the last: {error}"[:1000],
+        )
+
+
+def _concurrency(target: Target, lane: int) -> int:
+    """How many batches may talk to the target at once, in this lane."""
+    if target.circuit_state == Target.CircuitState.DEGRADED:
+        return 1
+    cap = target.max_concurrency
+    # A backfill leaves one place free, so a leaver or a change never waits for a backfill batch.
+    return max(1, cap - 1) if lane == Delivery.Priority.BACKFILL else cap
 
 
 # --- the services ---------------------------------------------------------------------
@@ -818,6 +1132,8 @@ def object_push(
     dry_run: bool = False,
     connection: ScimConnection | None = None,
     guard: DeletionGuard | None = None,
+    preload: Preload | None = None,
+    prematch: PreMatch | None = None,
 ) -> Push:
     """Bring one object to its desired state on one target (or, dry, say which requests that takes)."""
     push = Push(target=target, object_type=object_type, object_id=object_id, dry_run=dry_run)
@@ -826,9 +1142,18 @@ def object_push(
     except CredentialsUnreadable as exc:
         push.outcome, push.error, push.misconfigured = Outcome.RETRY, str(exc), True
         return push
-    engine = Engine(target, DryRunConnection(real) if dry_run else real, push, guard)
+    engine = Engine(
+        target,
+        DryRunConnection(real) if dry_run else real,
+        push,
+        guard,
+        preload=preload,
+        prematch=prematch,
+    )
     try:
         engine.run()
+    except Paced as exc:
+        push.outcome, push.error, push.paced = Outcome.RETRY, str(exc), exc.wait
     except Held as exc:
         push.outcome, push.error = Outcome.HELD, str(exc)
     except Disputed as exc:
@@ -844,65 +1169,241 @@ def object_push(
     return push
 
 
-def delivery_send(*, delivery_id: int, connection: ScimConnection | None = None) -> DeliveryAttempt | None:
-    """Lease one delivery, push its object, record the attempt and move the delivery on.
+def _preload(target: Target, deliveries: Sequence[Delivery]) -> dict[int, Preload]:
+    """Everything the engine reads for a batch's users, in five queries for the lot.
 
-    Returns the log row, or None when there was nothing to do (gone, not due,
-    or held by another worker).
+    Objects that are out of scope or gone are left to the engine's own path,
+    which finds out why (the log says it).
     """
-    delivery = _lease(delivery_id)
-    if delivery is None:
-        return None
-    target = delivery.target
+    users = [delivery for delivery in deliveries if delivery.object_type == ObjectType.USER]
+    if not users:
+        return {}
+    keys = {(ObjectType.USER.value, delivery.object_id) for delivery in users}
+    in_scope = {object_id for _, object_id in scope_filter(target=target, keys=keys)}
+    if not in_scope:
+        return {}
+    reason = (
+        IN_ASSIGNED
+        if target.scope == Target.Scope.ASSIGNED and ObjectType.USER in stored_types(target)
+        else IN_ALL
+    )
+    objects = {user.pk: user for user in selectors.user_list().filter(pk__in=in_scope)}
+    links = {
+        link.object_id: link
+        for link in TargetLink.objects.filter(
+            target=target, object_type=ObjectType.USER, object_id__in=list(objects)
+        )
+    }
+    manager_ids = {user.manager_id for user in objects.values() if user.manager_id is not None}
+    managers = (
+        dict(
+            TargetLink.objects.filter(
+                target=target, object_type=ObjectType.USER, object_id__in=manager_ids
+            ).values_list("object_id", "remote_id")
+        )
+        if manager_ids
+        else {}
+    )
+    try:
+        mappings = mapping_set_for(target, ObjectType.USER)
+    except ScimError:
+        return {}  # the engine meets the same error per object and logs it
+    preloads: dict[int, Preload] = {}
+    for delivery in users:
+        user = objects.get(delivery.object_id)
+        if user is None:
+            continue
+        manager = managers.get(user.manager_id) if user.manager_id is not None else None
+        try:
+            payloads: Payloads | None = user_payloads(
+                target, user, manager_remote_id=manager, mappings=mappings
+            )
+        except ScimError:
+            payloads = None
+        preloads[delivery.pk] = Preload(links.get(user.pk), user, reason, manager, payloads)
+    return preloads
+
+
+def deliveries_send(
+    *, delivery_ids: Sequence[int], target_id: int | None = None, connection: ScimConnection | None = None
+) -> list[DeliveryAttempt]:
+    """Lease a batch of deliveries, push their objects, record the attempts and move the deliveries on.
+
+    Per target: nothing is leased while the target is paused or quarantined
+    (until its next attempt), or has no concurrency place free, or its rate
+    limit (or a Retry-After it sent) says wait: the batch is sent again after
+    that wait instead, and no worker sleeps. Returns the log rows written.
+    """
+    if target_id is None:
+        targets = set(Delivery.objects.filter(pk__in=list(delivery_ids)).values_list("target_id", flat=True))
+        entries: list[DeliveryAttempt] = []
+        for one in sorted(targets):
+            entries += deliveries_send(delivery_ids=delivery_ids, target_id=one, connection=connection)
+        return entries
+    target = Target.objects.select_related("profile").filter(pk=target_id).first()
+    if target is None:
+        return []
     now = timezone.now()
     if not target.enabled:
-        Delivery.objects.filter(pk=delivery.pk, lease_until=delivery.lease_until).update(
-            state=Delivery.State.SUPERSEDED, lease_until=None, last_error="target disabled", updated=now
+        Delivery.objects.filter(pk__in=list(delivery_ids), state=Delivery.State.QUEUED).update(
+            state=Delivery.State.SUPERSEDED, last_error="target disabled", updated=now
         )
-        return None
+        return []
     waiting_until = target.circuit_next_attempt_at
-    if target.paused or (
+    if target.paused:
+        return []  # the sweeper skips paused targets; resuming sends what is queued
+    if (
         target.circuit_state == Target.CircuitState.QUARANTINED
         and waiting_until is not None
         and waiting_until > now
     ):
-        # Not this delivery's fault: put it back without counting a failure.
-        Delivery.objects.filter(pk=delivery.pk, lease_until=delivery.lease_until).update(
-            state=Delivery.State.QUEUED,
-            lease_until=None,
-            attempts=delivery.attempts - 1,
-            next_attempt_at=None if target.paused else waiting_until,
-            updated=now,
+        # Not these deliveries' fault: they wait for the target's next attempt, no failure counted.
+        Delivery.objects.filter(pk__in=list(delivery_ids), state=Delivery.State.QUEUED).update(
+            next_attempt_at=waiting_until, enqueued_at=now, updated=now
         )
-        return None
-    run_id = delivery.run_id or uuid.uuid4()
-    started = time.monotonic()
-    push = object_push(
-        target=target,
-        object_type=delivery.object_type,
-        object_id=delivery.object_id,
-        connection=connection,
-        guard=DeletionGuard(delivery),
+        return []
+    lane = (
+        Delivery.objects.filter(pk__in=list(delivery_ids))
+        .order_by("priority")
+        .values_list("priority", flat=True)
+    ).first()
+    if lane is None:
+        return []
+    shared = pacing.pacer()
+    key = pace_key(target)
+    slot = shared.acquire(
+        key,
+        limit=_concurrency(target, lane),
+        lease_seconds=provisioning_setting("BATCH_SECONDS")
+        + target.connect_timeout
+        + target.read_timeout
+        + 5,
     )
-    duration_ms = int((time.monotonic() - started) * 1000)
-    with transaction.atomic():
-        _apply_link(push)
-        to_send, countdown = _finish(delivery, push)
-        entry = _record(push, delivery, run_id, duration_ms)
-        _update_circuit(push)
-        woken = _wake_waiting_groups(push) if push.created_link and push.outcome == Outcome.SUCCESS else []
-        queue.send_on_commit(to_send, countdown=countdown)
-        queue.send_on_commit(woken)
-    if push.outcome in (Outcome.FAILED, Outcome.DISPUTED) or push.misconfigured:
-        logger.warning(
-            "provisioning %s %s on target %s: %s (%s)",
-            push.object_type,
-            push.object_id,
-            target.name,
-            push.outcome,
-            push.error,
+    if not slot.acquired:
+        # Busy with other batches: come back about when one of them may be done.
+        wait = min(slot.wait, 0.5) + random.uniform(0, 0.5)  # noqa: S311 - jitter
+        Delivery.objects.filter(pk__in=list(delivery_ids), state=Delivery.State.QUEUED).update(
+            enqueued_at=now
         )
-    return entry
+        queue.send(list(delivery_ids), countdown=wait)
+        return []
+    try:
+        return _send_batch(target, lane, delivery_ids, connection)
+    finally:
+        assert slot.token is not None
+        shared.release(key, slot.token)
+
+
+def _send_batch(
+    target: Target, lane: int, delivery_ids: Sequence[int], connection: ScimConnection | None
+) -> list[DeliveryAttempt]:
+    deliveries = _lease_many(target.pk, delivery_ids)
+    if not deliveries:
+        return []
+    for delivery in deliveries:
+        delivery.target = target
+    deadline = time.monotonic() + provisioning_setting("BATCH_SECONDS")
+    gate = _gate(target, lane)
+    try:
+        real: ScimConnection | None = connection or target_connection(target)
+    except CredentialsUnreadable:
+        real = None  # each push meets the error again and quarantines the target
+    paced = PacedConnection(real, gate) if real is not None else None
+    preloads = _preload(target, deliveries)
+    prematch: PreMatch | None = None
+    unlinked = [
+        preload.payloads.create
+        for preload in preloads.values()
+        if preload.link is None and preload.payloads is not None
+    ]
+    if paced is not None and len(unlinked) > 1:
+        try:
+            prematch = prematch_batch(target, UserClient(paced), unlinked, ObjectType.USER)
+        except Paced as exc:
+            _put_back(deliveries, wait=exc.wait)
+            return []
+    results: list[tuple[Delivery, Push, int]] = []
+    rest: list[Delivery] = []
+    wait: float | None = None
+    for position, delivery in enumerate(deliveries):
+        if position and time.monotonic() > deadline:
+            rest = list(deliveries[position:])
+            break
+        started = time.monotonic()
+        push = object_push(
+            target=target,
+            object_type=delivery.object_type,
+            object_id=delivery.object_id,
+            connection=paced,
+            guard=DeletionGuard(delivery),
+            preload=preloads.get(delivery.pk),
+            prematch=prematch,
+        )
+        if push.paced is not None and not push.exchanges:
+            # Nothing was sent for it: it goes back with the rest, as if never taken.
+            rest, wait = list(deliveries[position:]), push.paced
+            break
+        results.append((delivery, push, int((time.monotonic() - started) * 1000)))
+        if push.outcome == Outcome.RETRY and not push.misconfigured and push.paced is None:
+            # The target is failing: the rest of the batch waits a moment instead of piling on.
+            if push.retry_after:
+                pacing.pacer().block(pace_key(target), push.retry_after)
+            rest = list(deliveries[position + 1 :])
+            wait = push.retry_after or _backoff(1, None)
+            break
+        if push.misconfigured:
+            rest = list(deliveries[position + 1 :])
+            break
+    entries = _record_batch(target, results)
+    if rest:
+        _put_back(rest, wait=wait)
+    return entries
+
+
+def _record_batch(target: Target, results: Sequence[tuple[Delivery, Push, int]]) -> list[DeliveryAttempt]:
+    """Links, delivery states, log rows and the circuit for a batch's attempts, in one transaction."""
+    if not results:
+        return []
+    pushes = [push for _, push, _ in results]
+    with transaction.atomic():
+        _apply_links(target, pushes)
+        done = [
+            delivery for delivery, push, _ in results if push.outcome in (Outcome.SUCCESS, Outcome.SKIPPED)
+        ]
+        queue.send_on_commit(_finish_done(done))
+        for delivery, push, _ in results:
+            if push.outcome not in (Outcome.SUCCESS, Outcome.SKIPPED):
+                to_send, countdown = _finish(delivery, push)
+                queue.send_on_commit(to_send, countdown=countdown)
+        entries = DeliveryAttempt.objects.bulk_create(
+            [
+                _attempt_row(push, delivery, delivery.run_id or uuid.uuid4(), duration_ms)
+                for delivery, push, duration_ms in results
+            ]
+        )
+        _update_circuit(target, pushes)
+        queue.send_on_commit(_wake_waiting_groups(target, pushes))
+    for push in pushes:
+        if push.outcome in (Outcome.FAILED, Outcome.DISPUTED) or push.misconfigured:
+            logger.warning(
+                "provisioning %s %s on target %s: %s (%s)",
+                push.object_type,
+                push.object_id,
+                target.name,
+                push.outcome,
+                push.error,
+            )
+    return entries
+
+
+def delivery_send(*, delivery_id: int, connection: ScimConnection | None = None) -> DeliveryAttempt | None:
+    """Lease one delivery, push its object, record the attempt and move the delivery on.
+
+    Returns the log row, or None when there was nothing to do (gone, not due,
+    held by another worker, or paced).
+    """
+    entries = deliveries_send(delivery_ids=[delivery_id], connection=connection)
+    return entries[0] if entries else None
 
 
 def object_provision_now(

@@ -34,6 +34,8 @@ def target_factory(rfc_profile):  # type: ignore[no-untyped-def]
         fields.setdefault("base_url", "http://127.0.0.1:9/scim/v2")
         fields.setdefault("profile", rfc_profile)
         fields.setdefault("scope", Target.Scope.ALL)
+        # No rate limit unless a test is about pacing: a loop of deliveries must not be paced.
+        fields.setdefault("rate_limit_rps", 0)
         target = Target(**fields)
         target.set_credentials({"token": token})
         target.save()

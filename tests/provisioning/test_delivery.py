@@ -15,7 +15,7 @@ from provisioning import queue, relay
 from provisioning.clients import ScimConnection
 from provisioning.models import Delivery, DeliveryAttempt, Target, TargetAssignment, TargetLink, VendorProfile
 from provisioning.scope import scope_refresh
-from provisioning.services import deliveries_sweep, delivery_send
+from provisioning.services import deliveries_sweep, delivery_send, failure_streak
 from tests.provisioning.downstream import InProcessScim
 
 pytestmark = pytest.mark.django_db
@@ -284,7 +284,15 @@ def test_a_429_is_retried_no_sooner_than_retry_after(actor, target_factory, sent
     assert (entry.outcome, entry.status) == ("retry", 429)
     assert (delivery.state, delivery.failures) == ("queued", 1)
     assert delivery.next_attempt_at >= before + timedelta(seconds=120)
-    assert Target.objects.get().circuit_state == "degraded"
+    # One 429 is no streak: the target stays healthy, but nothing is sent to it before Retry-After.
+    target = Target.objects.get()
+    assert (target.circuit_state, failure_streak(target)) == ("healthy", 1)
+    bob = directory.user_create(actor=actor, user_name="bob@example.com")
+    relay.relay_change_events()
+    assert (
+        delivery_send(delivery_id=Delivery.objects.get(object_id=bob.pk).pk, connection=failing(500)) is None
+    )
+    assert Delivery.objects.get(object_id=bob.pk).next_attempt_at >= before + timedelta(seconds=119)
     # Not due yet: a duplicate task finds nothing to do.
     assert delivery_send(delivery_id=delivery.pk, connection=failing(500)) is None
 

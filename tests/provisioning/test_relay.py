@@ -49,7 +49,7 @@ def test_a_burst_of_changes_to_one_user_becomes_one_delivery_sent_after_commit(
 
 
 @pytest.mark.django_db
-def test_a_later_event_folds_into_the_queued_delivery_without_sending_again(
+def test_a_later_event_folds_into_the_queued_delivery_and_is_sent_again_only_if_more_urgent(
     actor, target_factory, sent, django_capture_on_commit_callbacks
 ):
     target = target_factory()
@@ -66,8 +66,16 @@ def test_a_later_event_folds_into_the_queued_delivery_without_sending_again(
     assert again.pk == first.pk
     assert again.version > first.version
     assert again.priority == Delivery.Priority.LEAVER
-    assert result.enqueued == 0
-    assert sent == [first.pk]
+    # More urgent now: sent again, to the leaver lane (its first task waits in the change lane).
+    assert result.enqueued == 1
+    assert sent == [first.pk, first.pk]
+
+    directory.user_update(actor=actor, user_id=user.pk, title="Countess")
+    with django_capture_on_commit_callbacks(execute=True):
+        result = relay.relay_change_events()
+    assert active(target, "user", user.pk).pk == first.pk
+    assert result.enqueued == 0, "no more urgent than before: its task is on its way"
+    assert sent == [first.pk, first.pk]
 
 
 @pytest.mark.django_db
@@ -187,5 +195,7 @@ def test_deliveries_upsert_keeps_one_active_row_per_object(target_factory):
     created = relay.deliveries_upsert({key: relay.Wanted(5, 2)})
     again = relay.deliveries_upsert({key: relay.Wanted(3, 0)})
     delivery = Delivery.objects.get(object_id=object_id)
-    assert (len(created), again) == (1, [])
-    assert (delivery.version, delivery.priority) == (5, 0)
+    assert (len(created), again) == (1, [delivery.pk]), "more urgent: sent again in its lane"
+    assert relay.deliveries_upsert({key: relay.Wanted(6, 0)}) == []
+    delivery.refresh_from_db()
+    assert (delivery.version, delivery.priority) == (6, 0)
