@@ -934,6 +934,29 @@ def _wake_waiting_groups(target: Target, pushes: Sequence[Push]) -> list[int]:
     return ids
 
 
+def _wake_reports(target: Target, pushes: Sequence[Push]) -> list[int]:
+    """Users already linked whose manager just got a remote id: pushed again, now with their manager.
+
+    A user pushed before its manager (both new, in one batch or one burst) is sent
+    without `manager`, which needs the manager's remote id; this sends it again
+    once that id exists, so the reference is never silently left out.
+    """
+    created = [
+        push.object_id
+        for push in pushes
+        if push.created_link and push.outcome == Outcome.SUCCESS and push.object_type == ObjectType.USER
+    ]
+    if not created:
+        return []
+    reports = TargetLink.objects.filter(
+        target=target,
+        object_type=ObjectType.USER,
+        object_id__in=User.objects.filter(manager_id__in=created).values("pk"),
+    ).values_list("object_id", flat=True)
+    keys = [(ObjectType.USER.value, object_id) for object_id in reports]
+    return deliveries_for_objects(target=target, keys=keys, priority=Delivery.Priority.CHANGE) if keys else []
+
+
 def _finish_done(deliveries: Sequence[Delivery]) -> list[int]:
     """Deliveries whose attempt succeeded: done, or queued again if a newer change came meanwhile.
 
@@ -1383,6 +1406,7 @@ def _record_batch(target: Target, results: Sequence[tuple[Delivery, Push, int]])
         )
         _update_circuit(target, pushes)
         queue.send_on_commit(_wake_waiting_groups(target, pushes))
+        queue.send_on_commit(_wake_reports(target, pushes))
     for push in pushes:
         if push.outcome in (Outcome.FAILED, Outcome.DISPUTED) or push.misconfigured:
             logger.warning(

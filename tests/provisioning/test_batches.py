@@ -23,6 +23,7 @@ from tests.provisioning.downstream import InProcessScim
 pytestmark = pytest.mark.django_db
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
 @pytest.fixture
@@ -274,3 +275,28 @@ def test_send_puts_each_lane_on_its_own_queue(
     assert by_queue[lanes["leaver"]] == (target.pk, [leaver.pk])
     assert by_queue[lanes["change"]] == (target.pk, [change.pk])
     assert [name for _, _, name in published] == [lanes["leaver"], lanes["change"]]
+
+
+def test_reports_pushed_before_their_manager_get_the_manager_once_it_is_linked(actor, target_factory, sent):
+    downstream = InProcessScim()
+    target = target_factory()
+    boss = directory.user_create(actor=actor, user_name="boss@example.com")
+    reports = [
+        directory.user_create(actor=actor, user_name=f"r{n}@example.com", manager_id=boss.pk)
+        for n in range(3)
+    ]
+    # One batch: the reports' payloads are built before the boss's new link is recorded.
+    deliveries_send(delivery_ids=queued_ids(target), connection=downstream.connection())
+    report_ids = {report.pk for report in reports}
+    again = queued_ids(target)
+    assert set(Delivery.objects.filter(pk__in=again).values_list("object_id", flat=True)) == report_ids
+
+    deliveries_send(delivery_ids=again, connection=downstream.connection())
+
+    assert queued_ids(target) == []
+    boss_remote = TargetLink.objects.get(target=target, object_id=boss.pk).remote_id
+    for report in reports:
+        remote = downstream.get(
+            f"Users/{TargetLink.objects.get(target=target, object_id=report.pk).remote_id}"
+        )
+        assert remote[ENTERPRISE_USER]["manager"]["value"] == boss_remote
