@@ -29,7 +29,7 @@ from pytest_django.live_server_helper import LiveServer
 from config.celery import app
 from directory.models import Group
 from provisioning import queue
-from provisioning.models import DeliveryAttempt, Target, TargetAssignment, VendorProfile
+from provisioning.models import Delivery, DeliveryAttempt, Target, TargetAssignment, VendorProfile
 from provisioning.services import target_scope_update
 from scim_api.services import scim_client_create
 from tests.provisioning.downstream import TOKEN, free_port, scim2_server_process, wait_for_port
@@ -40,7 +40,8 @@ pytestmark = [pytest.mark.celery_worker, pytest.mark.postgres, pytest.mark.redis
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-DEADLINE = 30.0
+# Generous: CI shares two cores between this test, its server, a worker and two downstreams.
+DEADLINE = 60.0
 
 
 def _database_url(name: str) -> str:
@@ -221,7 +222,34 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -
             if last:
                 return last
         time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what} (last: {last!r})")
+    raise AssertionError(f"not within {timeout}s: {what} (last: {last!r})\n{_provisioning_state()}")
+
+
+def _provisioning_state() -> str:
+    """What the engine did and holds, for a failure message: a timeout alone says nothing about why."""
+    lines = ["deliveries:"]
+    for row in Delivery.objects.order_by("id").values_list(
+        "target__name",
+        "object_type",
+        "object_id",
+        "state",
+        "priority",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+    ):
+        lines.append(f"  {row}")
+    lines.append("provisioning log (last 40):")
+    for row in DeliveryAttempt.objects.order_by("-id").values_list(
+        "target__name", "object_repr", "action", "outcome", "status", "error"
+    )[:40]:
+        lines.append(f"  {row}")
+    lines.append("targets:")
+    for row in Target.objects.values_list(
+        "name", "circuit_state", "circuit_reason", "circuit_next_attempt_at"
+    ):
+        lines.append(f"  {row}")
+    return "\n".join(lines)
 
 
 def user_body(user_name: str, **extra: Any) -> dict[str, Any]:
