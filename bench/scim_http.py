@@ -98,6 +98,7 @@ CLIENT_NAME = "bench-http"
 SEED_REGEX = r"^bench-[0-9]+@example\.com$"
 SPARE_PREFIX = "bench-spare-"
 POST_PREFIX = "bench-post-"
+BENCH_RATE_LIMIT = 1_000_000_000
 SCIM_JSON = "application/scim+json"
 
 
@@ -233,9 +234,12 @@ def issue_token() -> str:
 
     client = ScimClient.objects.filter(name=CLIENT_NAME).first()
     if client is None:
-        _, token = scim_client_create(name=CLIENT_NAME, description="bench/scim_http.py")
+        client, token = scim_client_create(name=CLIENT_NAME, description="bench/scim_http.py")
     else:
-        _, token = scim_client_rotate(client_id=client.pk)
+        client, token = scim_client_rotate(client_id=client.pk)
+    # The rate limiter stays on and counts every request, as in production, but with a
+    # limit no run reaches: the default (6,000 a minute) would answer 429 within seconds.
+    ScimClient.objects.filter(pk=client.pk).update(requests_per_minute=BENCH_RATE_LIMIT)
     return token
 
 
