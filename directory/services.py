@@ -18,7 +18,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from directory import membership_sql
+from directory import bulk_sql, membership_sql
 from directory.actors import Actor
 from directory.exceptions import (
     DirectoryError,
@@ -390,23 +390,23 @@ def users_create_many(*, actor: Actor, users: Sequence[NewUser]) -> list[User | 
         accepted.append(prepared[id(result)])
     try:
         with transaction.atomic():
-            User.objects.bulk_create([user for user, _, _ in accepted], batch_size=1000)
+            bulk_sql.insert_many(User, [user for user, _, _ in accepted])
     except IntegrityError:
         raise UniquenessConflict("A userName in the batch was taken meanwhile", field="user_name") from None
-    UserValue.objects.bulk_create(
+    bulk_sql.insert_many(
+        UserValue,
         [
             UserValue(user=user, kind=kind, position=position, **entry)
             for user, values, _ in accepted
             for kind, items in values.items()
             for position, entry in enumerate(items)
         ],
-        batch_size=1000,
     )
-    ChangeEvent.objects.bulk_create(
-        [ChangeEvent(**_event_fields(user, ChangeEvent.Kind.CREATED)) for user, _, _ in accepted],
-        batch_size=1000,
+    bulk_sql.insert_many(
+        ChangeEvent, [ChangeEvent(**_event_fields(user, ChangeEvent.Kind.CREATED)) for user, _, _ in accepted]
     )
-    AuditEntry.objects.bulk_create(
+    bulk_sql.insert_many(
+        AuditEntry,
         [
             AuditEntry(
                 actor_type=actor.type,
@@ -420,7 +420,6 @@ def users_create_many(*, actor: Actor, users: Sequence[NewUser]) -> list[User | 
             )
             for user, _, changes in accepted
         ],
-        batch_size=1000,
     )
     return results
 
