@@ -6,6 +6,7 @@ raises only directory.exceptions errors. A write that changes nothing writes
 nothing, so repeating a request is harmless.
 """
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -314,6 +315,13 @@ def user_create(
     return user
 
 
+@functools.cache
+def _user_defaults() -> dict[str, Any]:
+    """What a new User holds for each service field before any is set (the audit records the rest)."""
+    blank = User()
+    return {field: getattr(blank, field) for field in USER_FIELDS}
+
+
 def _prepare_user(
     user_name: Any, password: str | None, values: MultiValues | None, attributes: dict[str, Any]
 ) -> tuple[User, dict[str, list[dict[str, Any]]], dict[str, Any]]:
@@ -327,11 +335,11 @@ def _prepare_user(
     user = User(user_name=user_name, **attributes)
     if password:
         user.password = make_password(password)
-    blank = User()
+    blank = _user_defaults()
     changes = {
         field: [None, _jsonable(getattr(user, field))]
         for field in sorted(USER_FIELDS)
-        if getattr(user, field) != getattr(blank, field)
+        if getattr(user, field) != blank[field]
     }
     changes.update({kind: [None, items] for kind, items in clean_values.items() if items})
     if password:
