@@ -1,7 +1,7 @@
 """Benchmark: users per second seeded through POST /Bulk into PostgreSQL, end to end over HTTP.
 
-Starts the project under gunicorn (sync workers, DEBUG off, as bench/scim_http.py
-does) and sends ROUNDS bulk requests of BATCH user creates, one after another,
+Starts the project under gunicorn (one sync worker, DEBUG off, as bench/scim_http.py
+runs it) and sends ROUNDS bulk requests of BATCH user creates, one after another,
 over HTTP. Each operation is what an HR feed sends for a new hire:
 
     {"method": "POST", "path": "/Users", "bulkId": "u<n>",
@@ -143,7 +143,7 @@ def main() -> None:
     print(
         f"{ROUNDS} rounds of POST /Bulk with {BATCH} user creates each (userName, name, one work email, "
         f"no password), into a directory of {existing:,} users, "
-        + ("in process (Django test client)" if args.in_process else "over HTTP (gunicorn, 2 sync workers)")
+        + ("in process (Django test client)" if args.in_process else "over HTTP (gunicorn, 1 sync worker)")
     )
     if args.in_process:
         measure(in_process_sender(token))
@@ -153,7 +153,10 @@ def main() -> None:
 
     check_tools()
     with tempfile.TemporaryDirectory(prefix="bulk-bench-") as tmp:
-        server = start_server("django", "config.wsgi:application", django_env(url), REPO_ROOT, Path(tmp))
+        # One worker: the requests go one at a time, and each then lands on the warmed-up process.
+        server = start_server(
+            "django", "config.wsgi:application", django_env(url), REPO_ROOT, Path(tmp), workers=1
+        )
         try:
             wait_ready(server, "/scim/v2/ServiceProviderConfig", {})
             measure(http_sender(server.base, token))

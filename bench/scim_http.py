@@ -320,7 +320,9 @@ class Server:
                 self.process.wait()
 
 
-def start_server(name: str, app: str, env: dict[str, str], workdir: Path, logdir: Path) -> Server:
+def start_server(
+    name: str, app: str, env: dict[str, str], workdir: Path, logdir: Path, *, workers: int = WORKERS
+) -> Server:
     port = free_port()
     log = logdir / f"gunicorn-{name}.log"
     command = [
@@ -331,7 +333,7 @@ def start_server(name: str, app: str, env: dict[str, str], workdir: Path, logdir
         "--chdir",
         str(workdir),
         "--workers",
-        str(WORKERS),
+        str(workers),
         "--worker-class",
         "sync",
         "--bind",
