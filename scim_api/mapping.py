@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from directory.exceptions import InvalidValue
 from directory.models import Group, User, UserValue
+from directory.selectors import StoredValue
 from scim_api.schema import (
     COMMON_SCHEMA,
     CORE_GROUP,
@@ -125,7 +126,7 @@ def _put(target: dict[str, Any], key: str, value: Any) -> None:
 # --- users --------------------------------------------------------------------------------
 
 
-def _value_to_scim(value: UserValue) -> dict[str, Any]:
+def _value_to_scim(value: UserValue | StoredValue) -> dict[str, Any]:
     element: dict[str, Any] = {}
     if value.kind == UserValue.Kind.ADDRESSES:
         for part in ADDRESS_PARTS:
@@ -142,7 +143,7 @@ def _value_to_scim(value: UserValue) -> dict[str, Any]:
 def user_to_scim(
     user: User,
     *,
-    values: Iterable[UserValue],
+    values: Iterable[UserValue | StoredValue],
     base_url: str,
     groups: Iterable[GroupRef] | None = None,
     manager_display: str | None = None,

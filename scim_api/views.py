@@ -251,16 +251,14 @@ class UsersViewSet(ScimViewSet):
         return [
             mapping.user_to_scim(
                 user,
-                values=user.values.all(),
+                values=selectors.user_values(user),
                 base_url=self.base_url,
                 groups=(
                     [mapping.GroupRef(*ref) for ref in groups.get(user.pk, [])]
                     if projection.includes("groups")
                     else None
                 ),
-                manager_display=(user.manager.display_name or user.manager.user_name)
-                if user.manager
-                else None,
+                manager_display=getattr(user, "manager_display", None),
             )
             for user in rows
         ]
@@ -332,7 +330,7 @@ class UsersViewSet(ScimViewSet):
         user = selectors.user_get(user_id=user_id, for_update=locked)
         if expected is not None and expected != user.version:
             raise ScimError(f"The user is at version {user.version}, not {expected}.", status=412)
-        current = mapping.user_to_scim(user, values=user.values.all(), base_url=self.base_url)
+        current = mapping.user_to_scim(user, values=selectors.user_values(user), base_url=self.base_url)
         normalized = dialects.normalize_patch(body, USER, resource_id=str(user.pk))
         result = apply_patch(USER, current, normalized.body)
         before = mapping.user_from_scim(current, mode="patch")
