@@ -12,6 +12,7 @@ from django.db.models.expressions import RawSQL
 from directory import membership_sql
 from directory.exceptions import ObjectNotFound
 from directory.models import Group, Membership, User, UserValue
+from directory.precompiled import PrecompiledLookup
 
 
 class StoredValue(NamedTuple):
@@ -70,16 +71,26 @@ def user_values(user: User) -> list[StoredValue]:
     return values
 
 
+_user_by_pk = PrecompiledLookup(User, lambda pk: user_list().order_by().filter(pk=pk))
+_user_lock = PrecompiledLookup(
+    User, lambda pk: User.objects.select_for_update(no_key=True).filter(pk=pk).only("pk")
+)
+
+
 def user_get(*, user_id: uuid.UUID | str, for_update: bool = False) -> User:
     """One user with its values; `for_update` locks the row (inside a transaction) for a read-modify-write."""
     try:
-        if for_update:
-            # Locked on its own first: a SELECT that waits for the lock re-reads the locked row once it
-            # is free, but not what its subqueries read, so the values would be as they were before.
-            User.objects.select_for_update(no_key=True).filter(pk=user_id).values_list("pk").get()
-        return user_list().get(pk=user_id)
-    except (User.DoesNotExist, ValueError, TypeError):
+        user_id = uuid.UUID(str(user_id))
+    except ValueError:
         raise ObjectNotFound(f"User {user_id} not found") from None
+    # Locked on its own first: a SELECT that waits for the lock re-reads the locked row once it
+    # is free, but not what its subqueries read, so the values would be as they were before.
+    if for_update and not _user_lock.run(user_id):
+        raise ObjectNotFound(f"User {user_id} not found")
+    found = _user_by_pk.run(user_id)
+    if not found:
+        raise ObjectNotFound(f"User {user_id} not found")
+    return found[0]
 
 
 def user_groups(*, user_id: uuid.UUID) -> QuerySet[Group]:
@@ -94,12 +105,20 @@ def group_list(*, with_member_count: bool = False) -> QuerySet[Group]:
     return groups
 
 
+_group_by_pk = PrecompiledLookup(Group, lambda pk: Group.objects.filter(pk=pk))
+_group_locked_by_pk = PrecompiledLookup(
+    Group, lambda pk: Group.objects.select_for_update(no_key=True).filter(pk=pk)
+)
+
+
 def group_get(*, group_id: uuid.UUID | str, for_update: bool = False) -> Group:
-    groups = Group.objects.select_for_update(no_key=True) if for_update else Group.objects.all()
     try:
-        return groups.get(pk=group_id)
-    except (Group.DoesNotExist, ValueError, TypeError):
-        raise ObjectNotFound(f"Group {group_id} not found") from None
+        found = (_group_locked_by_pk if for_update else _group_by_pk).run(uuid.UUID(str(group_id)))
+    except ValueError:
+        found = []
+    if not found:
+        raise ObjectNotFound(f"Group {group_id} not found")
+    return found[0]
 
 
 def group_version(*, group_id: uuid.UUID) -> int | None:
