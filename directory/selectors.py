@@ -42,19 +42,55 @@ _MANAGER_DISPLAY = (
 )
 
 
-def _raw(template: str) -> RawSQL:
-    users = connection.ops.quote_name(User._meta.db_table)
-    return RawSQL(
-        template.format(users=users, values=connection.ops.quote_name(UserValue._meta.db_table)), ()
-    )
+# The groups a user belongs to, directly or through nested groups, as a third column: the
+# recursive walk of membership_sql.user_memberships, for the row's own user.
+_GROUPS_JSON = {
+    "postgresql": "(WITH RECURSIVE member_of(group_id, direct) AS ("
+    "  SELECT group_id, 1 FROM {memberships} WHERE member_user_id = {users}.id"
+    "  UNION SELECT m.group_id, 0 FROM {memberships} m JOIN member_of o ON m.member_group_id = o.group_id"
+    ") SELECT json_agg(json_build_array(g.id, g.display_name, d.direct) ORDER BY g.display_name)"
+    "  FROM (SELECT group_id, MAX(direct) AS direct FROM member_of GROUP BY group_id) d"
+    "  JOIN {groups} g ON g.id = d.group_id)",
+    "sqlite": "(WITH RECURSIVE member_of(group_id, direct) AS ("
+    "  SELECT group_id, 1 FROM {memberships} WHERE member_user_id = {users}.id"
+    "  UNION SELECT m.group_id, 0 FROM {memberships} m JOIN member_of o ON m.member_group_id = o.group_id"
+    ") SELECT json_group_array(json_array(id, display_name, direct)) FROM ("
+    "  SELECT g.id, g.display_name, MAX(d.direct) AS direct FROM member_of d"
+    "  JOIN {groups} g ON g.id = d.group_id GROUP BY g.id, g.display_name ORDER BY g.display_name))",
+}
 
 
-def user_list() -> QuerySet[User]:
-    """All users; each carries its multi-valued attributes (`user_values`) and its manager's display name."""
-    vendor = connection.vendor if connection.vendor in _VALUES_JSON else "postgresql"
-    return User.objects.annotate(
-        stored_values=_raw(_VALUES_JSON[vendor]), manager_display=_raw(_MANAGER_DISPLAY)
-    ).order_by("created", "id")
+def _raw(templates: dict[str, str] | str) -> RawSQL:
+    if isinstance(templates, dict):
+        templates = templates.get(connection.vendor, templates["postgresql"])
+    quote = connection.ops.quote_name
+    tables = {
+        "users": quote(User._meta.db_table),
+        "values": quote(UserValue._meta.db_table),
+        "memberships": quote(Membership._meta.db_table),
+        "groups": quote(Group._meta.db_table),
+    }
+    return RawSQL(templates.format(**tables), ())
+
+
+def user_list(*, with_groups: bool = False) -> QuerySet[User]:
+    """All users; each carries its multi-valued attributes (`user_values`) and its manager's display name.
+
+    `with_groups` adds the groups each belongs to (`user_groups_loaded`), in the same query.
+    """
+    users = User.objects.annotate(stored_values=_raw(_VALUES_JSON), manager_display=_raw(_MANAGER_DISPLAY))
+    if with_groups:
+        users = users.annotate(stored_groups=_raw(_GROUPS_JSON))
+    return users.order_by("created", "id")
+
+
+def user_groups_loaded(user: User) -> list[tuple[uuid.UUID, str, bool]]:
+    """(group id, display name, direct?) of every group of a user loaded with user_list(with_groups=True)."""
+    raw = getattr(user, "stored_groups", None)
+    if raw is None:
+        return []
+    rows = json.loads(raw) if isinstance(raw, str) else raw
+    return [(uuid.UUID(str(group_id)), name, bool(direct)) for group_id, name, direct in rows]
 
 
 def user_values(user: User) -> list[StoredValue]:
@@ -71,14 +107,19 @@ def user_values(user: User) -> list[StoredValue]:
     return values
 
 
-_user_by_pk = PrecompiledLookup(User, lambda pk: user_list().order_by().filter(pk=pk))
+_user_by_pk = {
+    with_groups: PrecompiledLookup(
+        User, lambda pk, with_groups=with_groups: user_list(with_groups=with_groups).order_by().filter(pk=pk)
+    )
+    for with_groups in (False, True)
+}
 _user_lock = PrecompiledLookup(
     User, lambda pk: User.objects.select_for_update(no_key=True).filter(pk=pk).only("pk")
 )
 
 
-def user_get(*, user_id: uuid.UUID | str, for_update: bool = False) -> User:
-    """One user with its values; `for_update` locks the row (inside a transaction) for a read-modify-write."""
+def user_get(*, user_id: uuid.UUID | str, for_update: bool = False, with_groups: bool = False) -> User:
+    """One user, loaded as user_list() loads them; `for_update` locks the row (inside a transaction)."""
     try:
         user_id = uuid.UUID(str(user_id))
     except ValueError:
@@ -87,7 +128,7 @@ def user_get(*, user_id: uuid.UUID | str, for_update: bool = False) -> User:
     # is free, but not what its subqueries read, so the values would be as they were before.
     if for_update and not _user_lock.run(user_id):
         raise ObjectNotFound(f"User {user_id} not found")
-    found = _user_by_pk.run(user_id)
+    found = _user_by_pk[with_groups].run(user_id)
     if not found:
         raise ObjectNotFound(f"User {user_id} not found")
     return found[0]

@@ -136,8 +136,8 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
         """POST /Users/.search: the query in a SearchRequest body, kept out of URLs and logs (§3.4.3)."""
         return self.search(search_params(self.body()))
 
-    def filtered(self, params: dict[str, Any]) -> QuerySet[Any]:
-        queryset = self.queryset()
+    def filtered(self, params: dict[str, Any], projection: Projection | None = None) -> QuerySet[Any]:
+        queryset = self.queryset(projection)
         text = params.get("filter")
         if text not in (None, ""):
             text, fired = dialects.normalize_filter(str(text), self.resource_type)
@@ -148,7 +148,7 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
 
     def search(self, params: dict[str, Any]) -> Response:
         projection = self.projection(params)
-        queryset = self.filtered(params)
+        queryset = self.filtered(params, projection)
         if "cursor" in params:
             return self.cursor_search(params, queryset, projection)
         page = Page.from_params(params)
@@ -214,7 +214,8 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
 
     # --- hooks for each resource type --------------------------------------------------
 
-    def queryset(self) -> QuerySet[Any]:
+    def queryset(self, projection: Projection | None = None) -> QuerySet[Any]:
+        """All resources of the type, loaded with what `projection` (when known) will render."""
         raise NotImplementedError
 
     def render(self, rows: list[Any], projection: Projection) -> list[dict[str, Any]]:
@@ -239,23 +240,27 @@ def _uuid(value: str) -> uuid.UUID:
 class UsersViewSet(ScimViewSet):
     resource_type = USER
 
-    def queryset(self) -> QuerySet[User]:
-        return selectors.user_list()
+    def queryset(self, projection: Projection | None = None) -> QuerySet[User]:
+        return selectors.user_list(with_groups=projection is not None and projection.includes("groups"))
 
     def render(self, rows: list[User], projection: Projection) -> list[dict[str, Any]]:
-        groups = (
-            selectors.user_group_refs(user_ids=[user.pk for user in rows])
-            if projection.includes("groups")
-            else {}
-        )
+        with_groups = projection.includes("groups")
+        # Rows loaded for this projection carry their groups; others (a root search) get one query.
+        unloaded = [user.pk for user in rows if with_groups and not hasattr(user, "stored_groups")]
+        groups = selectors.user_group_refs(user_ids=unloaded) if unloaded else {}
         return [
             mapping.user_to_scim(
                 user,
                 values=selectors.user_values(user),
                 base_url=self.base_url,
                 groups=(
-                    [mapping.GroupRef(*ref) for ref in groups.get(user.pk, [])]
-                    if projection.includes("groups")
+                    [
+                        mapping.GroupRef(*ref)
+                        for ref in (
+                            groups[user.pk] if user.pk in groups else selectors.user_groups_loaded(user)
+                        )
+                    ]
+                    if with_groups
                     else None
                 ),
                 manager_display=getattr(user, "manager_display", None),
@@ -263,18 +268,20 @@ class UsersViewSet(ScimViewSet):
             for user in rows
         ]
 
-    def _get(self, user_id: uuid.UUID) -> User:
-        return selectors.user_get(user_id=user_id)
+    def _get(self, user_id: uuid.UUID, projection: Projection | None = None) -> User:
+        return selectors.user_get(
+            user_id=user_id, with_groups=projection is not None and projection.includes("groups")
+        )
 
     def _respond(self, user_id: uuid.UUID, projection: Projection, status: int = 200) -> Response:
-        user = self._get(user_id)
+        user = self._get(user_id, projection)
         return self.resource_response(
             self.render([user], projection)[0], projection, status=status, version=user.version
         )
 
     def retrieve(self, request: Request, pk: str) -> Response:
         projection = self.projection()
-        user = self._get(_uuid(pk))
+        user = self._get(_uuid(pk), projection)
         cached = self.not_modified(user.version)
         if cached is not None:
             return cached
@@ -385,7 +392,7 @@ class MeViewSet(UsersViewSet):
 class GroupsViewSet(ScimViewSet):
     resource_type = GROUP
 
-    def queryset(self) -> QuerySet[Group]:
+    def queryset(self, projection: Projection | None = None) -> QuerySet[Group]:
         return Group.objects.all()
 
     def render(self, rows: list[Group], projection: Projection) -> list[dict[str, Any]]:
