@@ -1,20 +1,30 @@
-"""Many new rows of one model in one statement: COPY on PostgreSQL, bulk_create elsewhere.
+"""New rows of one model in one statement, without the ORM's per-row and per-field machinery.
 
-bulk_create on PostgreSQL sends each column as an array parameter, which
-psycopg quotes element by element in Python: for a bulk ingest of a thousand
-users that quoting, and Django's per-field preparation of every value, cost
-more than the database's own work. COPY streams the rows through psycopg's C
-row formatter instead. Only for plain new rows: no conflict handling (a unique
-violation raises IntegrityError, as bulk_create would), auto-increment keys
-left to the database and not read back.
+Every write of the directory inserts rows (the object, its values, a change
+event, an audit entry). Model.save() and bulk_create() rebuild and compile an
+INSERT each time and prepare every value field by field; for one row that costs
+more CPU than the database's own work, and for a bulk ingest of a thousand users
+bulk_create's array parameters, which psycopg quotes element by element in
+Python, cost more still. On PostgreSQL insert_many sends many rows with COPY
+(psycopg's C row formatter) and a few with one INSERT whose SQL is built once
+per model; other databases use bulk_create.
+
+Only for plain new rows: no conflict handling (a unique violation raises
+IntegrityError, as save() would), auto-increment keys left to the database and
+not read back, no signals (the directory uses none).
 """
 
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, models
+
+# From this many rows on, COPY's extra round trip pays for itself.
+_COPY_MIN_ROWS = 20
 
 # Field types whose Python value psycopg adapts as the database column wants it.
 _PLAIN = (
@@ -42,6 +52,33 @@ def _reader(field: "models.Field[Any, Any]") -> Callable[[models.Model], Any]:
     return lambda obj: field.get_db_prep_save(getattr(obj, attname), connection)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    fields: list["models.Field[Any, Any]"]
+    readers: list[Callable[[models.Model], Any]]
+    copy: str
+    insert: str
+
+
+@functools.cache
+def _plan(model: type[models.Model]) -> _Plan:
+    fields = [
+        field
+        for field in model._meta.concrete_fields
+        if not isinstance(field, models.AutoField | models.BigAutoField)
+    ]
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    return _Plan(
+        fields=fields,
+        readers=[_reader(field) for field in fields],
+        copy=f"COPY {table} ({columns}) FROM STDIN",
+        insert=f"INSERT INTO {table} ({columns}) VALUES ({marks})",
+    )
+
+
 def insert_many(model: type[models.Model], objs: Sequence[models.Model]) -> None:
     """INSERT `objs` (new, unsaved instances of `model`); auto-increment primary keys stay unset."""
     if not objs:
@@ -49,28 +86,28 @@ def insert_many(model: type[models.Model], objs: Sequence[models.Model]) -> None
     if connection.vendor != "postgresql":
         model._default_manager.bulk_create(objs, batch_size=500)
         return
-    fields = [
-        field
-        for field in model._meta.concrete_fields
-        if not isinstance(field, models.AutoField | models.BigAutoField)
-    ]
+    plan = _plan(model)
     for obj in objs:
-        for field in fields:
+        for field in plan.fields:
             field.pre_save(obj, add=True)  # auto_now and friends, as save() would
-    readers = [_reader(field) for field in fields]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in fields)
-    statement = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
-    started = time.monotonic()
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        with cursor.cursor.copy(statement) as copy:
-            for obj in objs:
-                copy.write_row([read(obj) for read in readers])
-    if connection.queries_logged:
-        # COPY bypasses Django's cursor wrapper; logged by hand so query counts still see it.
-        connection.queries_log.append(
-            {"sql": f"{statement} -- {len(objs)} rows", "time": f"{time.monotonic() - started:.3f}"}
-        )
+    rows = [[read(obj) for read in plan.readers] for obj in objs]
+    if len(rows) < _COPY_MIN_ROWS:
+        with connection.cursor() as cursor:
+            if len(rows) == 1:
+                cursor.execute(plan.insert, rows[0])
+            else:
+                cursor.executemany(plan.insert, rows)
+    else:
+        started = time.monotonic()
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            with cursor.cursor.copy(plan.copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        if connection.queries_logged:
+            # COPY bypasses Django's cursor wrapper; logged by hand so query counts still see it.
+            connection.queries_log.append(
+                {"sql": f"{plan.copy} -- {len(rows)} rows", "time": f"{time.monotonic() - started:.3f}"}
+            )
     for obj in objs:
         obj._state.adding = False
         obj._state.db = connection.alias

@@ -148,7 +148,7 @@ def _object_type(obj: User | Group) -> ChangeEvent.ObjectType:
 
 
 def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]) -> AuditEntry:
-    return AuditEntry.objects.create(
+    entry = AuditEntry(
         actor_type=actor.type,
         actor_id=actor.id,
         actor_name=actor.name,
@@ -158,6 +158,12 @@ def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]
         object_repr=str(obj)[:255],
         changes=changes,
     )
+    bulk_sql.insert_many(AuditEntry, [entry])
+    return entry
+
+
+def _event(obj: User | Group, kind: ChangeEvent.Kind) -> None:
+    bulk_sql.insert_many(ChangeEvent, [ChangeEvent(**_event_fields(obj, kind))])
 
 
 # Row locks are FOR NO KEY UPDATE: they serialise writers of the same object
@@ -180,18 +186,18 @@ def _lock_group(group_id: uuid.UUID) -> Group:
 
 
 def _save_unique(
-    obj: User | Group, *, field: str, label: str, update_fields: list[str] | None = None, renamed: bool = True
+    obj: User | Group, *, field: str, label: str, update_fields: list[str] | None = None
 ) -> None:
-    """Save, turning a lost race on a unique index into UniquenessConflict.
+    """Insert a new object or save a changed one; a value taken in its unique index is UniquenessConflict.
 
-    The savepoint that lets the transaction go on after such a race costs two
-    round trips, so an update that leaves the unique column alone skips it.
+    The index decides, so no query looks first and a lost race reads the same. No
+    savepoint either: the conflict ends the service, whose transaction rolls back
+    (to its own savepoint when it runs inside a caller's transaction).
     """
-    if not renamed:
-        obj.save(update_fields=update_fields)
-        return
     try:
-        with transaction.atomic():
+        if obj._state.adding:
+            bulk_sql.insert_many(type(obj), [obj])
+        else:
             obj.save(update_fields=update_fields)
     except IntegrityError as exc:
         if "unique" in str(exc).lower():
@@ -263,27 +269,23 @@ def _current_values(user: User, kinds: Iterable[str]) -> dict[str, list[dict[str
 def _write_values(user: User, values: dict[str, list[dict[str, Any]]], *, replace: bool) -> None:
     if replace:
         UserValue.objects.filter(user=user, kind__in=list(values)).delete()
-    UserValue.objects.bulk_create(
+    bulk_sql.insert_many(
+        UserValue,
         [
             UserValue(user=user, kind=kind, position=position, **entry)
             for kind, items in values.items()
             for position, entry in enumerate(items)
         ],
-        batch_size=500,
     )
 
 
 # --- users ---------------------------------------------------------------------
 
 
-def _check_user_name(user_name: Any, *, exclude: uuid.UUID | None = None) -> None:
+def _check_user_name(user_name: Any) -> None:
+    # Whether another user has it is the unique index's call (see _save_unique).
     if not isinstance(user_name, str) or not user_name.strip():
         raise InvalidValue("userName is required", field="user_name")
-    taken = User.objects.filter(user_name__lower=user_name.lower())
-    if exclude is not None:
-        taken = taken.exclude(pk=exclude)
-    if taken.exists():
-        raise UniquenessConflict(f"userName {user_name!r} is already taken", field="user_name")
 
 
 def _check_manager(manager_id: Any, *, user_id: uuid.UUID | None) -> None:
@@ -306,11 +308,10 @@ def user_create(
 ) -> User:
     """Create a user with its multi-valued attributes; record `created`."""
     user, clean_values, changes = _prepare_user(user_name, password, values, attributes)
-    _check_user_name(user.user_name)
     _check_manager(user.manager_id, user_id=None)
     _save_unique(user, field="user_name", label="userName")
     _write_values(user, clean_values, replace=False)
-    ChangeEvent.objects.create(**_event_fields(user, ChangeEvent.Kind.CREATED))
+    _event(user, ChangeEvent.Kind.CREATED)
     _audit(actor, "create", user, changes)
     return user
 
@@ -470,7 +471,7 @@ def user_update(
         if old != new:
             diff[field] = [_jsonable(old), _jsonable(new)]
     if "user_name" in diff:
-        _check_user_name(changes["user_name"], exclude=user.pk)
+        _check_user_name(changes["user_name"])
     if "manager_id" in diff:
         _check_manager(changes["manager_id"], user_id=user.pk)
 
@@ -492,7 +493,14 @@ def user_update(
         user.password = make_password(password) if password else ""
     user.version += 1
     user.last_modified = timezone.now()
-    _save_unique(user, field="user_name", label="userName", renamed="user_name" in diff)
+    changed_fields = [field for field in changes if field in diff]
+    _save_unique(
+        user,
+        field="user_name",
+        label="userName",
+        update_fields=[*changed_fields, "version", "last_modified"]
+        + (["password"] if password is not _UNSET else []),
+    )
     changed_kinds = {kind: items for kind, items in clean_values.items() if kind in diff}
     if changed_kinds:
         _write_values(user, changed_kinds, replace=True)
@@ -501,7 +509,7 @@ def user_update(
         kind = ChangeEvent.Kind.ACTIVATED if user.active else ChangeEvent.Kind.DEACTIVATED
     else:
         kind = ChangeEvent.Kind.UPDATED
-    ChangeEvent.objects.create(**_event_fields(user, kind))
+    _event(user, kind)
     _audit(actor, {"activated": "activate", "deactivated": "deactivate"}.get(kind, "update"), user, diff)
     return user
 
@@ -538,7 +546,7 @@ def user_delete(*, actor: Actor, user_id: uuid.UUID, expected_version: int | Non
         )
 
     user.version += 1
-    ChangeEvent.objects.create(**_event_fields(user, ChangeEvent.Kind.DELETED))
+    _event(user, ChangeEvent.Kind.DELETED)
     _audit(actor, "delete", user, {"user_name": [user.user_name, None]})
     user.delete()
 
@@ -546,14 +554,10 @@ def user_delete(*, actor: Actor, user_id: uuid.UUID, expected_version: int | Non
 # --- groups --------------------------------------------------------------------
 
 
-def _check_display_name(display_name: Any, *, exclude: uuid.UUID | None = None) -> None:
+def _check_display_name(display_name: Any) -> None:
+    # Whether another group has it is the unique index's call (see _save_unique).
     if not isinstance(display_name, str) or not display_name.strip():
         raise InvalidValue("displayName is required", field="display_name")
-    taken = Group.objects.filter(display_name__lower=display_name.lower())
-    if exclude is not None:
-        taken = taken.exclude(pk=exclude)
-    if taken.exists():
-        raise UniquenessConflict(f"Group displayName {display_name!r} is already taken", field="display_name")
 
 
 def _check_group_kind(group: Group, explicit: Mapping[str, Any]) -> None:
@@ -589,7 +593,7 @@ def group_create(
         for field in sorted(GROUP_FIELDS)
         if getattr(group, field) != getattr(blank, field)
     }
-    ChangeEvent.objects.create(**_event_fields(group, ChangeEvent.Kind.CREATED))
+    _event(group, ChangeEvent.Kind.CREATED)
     _audit(actor, "create", group, changes)
     # A group nobody can see yet cannot close a cycle: no nesting lock needed.
     if member_user_ids or member_group_ids:
@@ -610,7 +614,7 @@ def group_update(
         field: [getattr(group, field), new] for field, new in changes.items() if getattr(group, field) != new
     }
     if "display_name" in diff:
-        _check_display_name(changes["display_name"], exclude=group.pk)
+        _check_display_name(changes["display_name"])
     for field, new in changes.items():
         setattr(group, field, new)
     was_mail_enabled = group.mail_enabled
@@ -621,8 +625,13 @@ def group_update(
         return group
     group.version += 1
     group.last_modified = timezone.now()
-    _save_unique(group, field="display_name", label="Group displayName", renamed="display_name" in diff)
-    ChangeEvent.objects.create(**_event_fields(group, ChangeEvent.Kind.UPDATED))
+    _save_unique(
+        group,
+        field="display_name",
+        label="Group displayName",
+        update_fields=[*diff, "version", "last_modified"],
+    )
+    _event(group, ChangeEvent.Kind.UPDATED)
     _audit(actor, "update", group, diff)
     return group
 
@@ -636,7 +645,7 @@ def group_delete(*, actor: Actor, group_id: uuid.UUID, expected_version: int | N
         version=F("version") + 1, last_modified=timezone.now()
     )
     group.version += 1
-    ChangeEvent.objects.create(**_event_fields(group, ChangeEvent.Kind.DELETED))
+    _event(group, ChangeEvent.Kind.DELETED)
     _audit(actor, "delete", group, {"display_name": [group.display_name, None]})
     group.delete()
 
@@ -716,10 +725,10 @@ def _record_membership(
         "kind": kind,
         "version": group.version,
     }
-    ChangeEvent.objects.bulk_create(
+    bulk_sql.insert_many(
+        ChangeEvent,
         [ChangeEvent(**common, member_type=ChangeEvent.ObjectType.USER, member_id=m) for m in user_ids]
         + [ChangeEvent(**common, member_type=ChangeEvent.ObjectType.GROUP, member_id=m) for m in group_ids],
-        batch_size=1000,
     )
     added = kind == ChangeEvent.Kind.MEMBER_ADDED
     verb = "added" if added else "removed"
