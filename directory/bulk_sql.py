@@ -1,4 +1,4 @@
-"""New rows of one model in one statement, without the ORM's per-row and per-field machinery.
+"""Rows inserted and updated in one statement, without the ORM's per-row and per-field machinery.
 
 Every write of the directory inserts rows (the object, its values, a change
 event, an audit entry). Model.save() and bulk_create() rebuild and compile an
@@ -7,7 +7,8 @@ more CPU than the database's own work, and for a bulk ingest of a thousand users
 bulk_create's array parameters, which psycopg quotes element by element in
 Python, cost more still. On PostgreSQL insert_many sends many rows with COPY
 (psycopg's C row formatter) and a few with one INSERT whose SQL is built once
-per model; other databases use bulk_create.
+per model; other databases use bulk_create. update_fields() likewise updates
+some columns of one row with an UPDATE built once per model and set of columns.
 
 Only for plain new rows: no conflict handling (a unique violation raises
 IntegrityError, as save() would), auto-increment keys left to the database and
@@ -111,3 +112,26 @@ def insert_many(model: type[models.Model], objs: Sequence[models.Model]) -> None
     for obj in objs:
         obj._state.adding = False
         obj._state.db = connection.alias
+
+
+@functools.cache
+def _update_statement(model: type[models.Model], names: tuple[str, ...]) -> tuple[str, list[Any]]:
+    quote = connection.ops.quote_name
+    fields = [model._meta.get_field(name) for name in names]
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)  # type: ignore[union-attr]
+    pk = model._meta.pk
+    statement = f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(pk.column)} = %s"  # type: ignore[union-attr]
+    return statement, [_reader(field) for field in [*fields, pk]]  # type: ignore[list-item]
+
+
+def update_fields(obj: models.Model, names: Sequence[str]) -> None:
+    """UPDATE the columns `names` of a saved object from its attributes, as save(update_fields=...) would."""
+    if connection.vendor != "postgresql":
+        obj.save(update_fields=names)
+        return
+    names = tuple(dict.fromkeys(names))
+    for name in names:
+        obj._meta.get_field(name).pre_save(obj, add=False)  # type: ignore[union-attr]
+    statement, readers = _update_statement(type(obj), names)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [read(obj) for read in readers])

@@ -162,8 +162,12 @@ def group_get(*, group_id: uuid.UUID | str, for_update: bool = False) -> Group:
     return found[0]
 
 
+_group_version = PrecompiledLookup(Group, lambda pk: Group.objects.filter(pk=pk).only("version"))
+
+
 def group_version(*, group_id: uuid.UUID) -> int | None:
-    return Group.objects.filter(pk=group_id).values_list("version", flat=True).first()
+    found = _group_version.run(group_id)
+    return found[0].version if found else None
 
 
 def group_members(*, group_id: uuid.UUID) -> QuerySet[Membership]:

@@ -30,6 +30,7 @@ from directory.exceptions import (
     VersionMismatch,
 )
 from directory.models import AuditEntry, ChangeEvent, Group, User, UserValue
+from directory.precompiled import PrecompiledLookup
 
 # Single-valued User attributes a service accepts, by model field name.
 USER_FIELDS: frozenset[str] = frozenset(
@@ -171,18 +172,26 @@ def _event(obj: User | Group, kind: ChangeEvent.Kind) -> None:
 # membership naming this group as a member), which would otherwise deadlock.
 
 
+_locked_user = PrecompiledLookup(User, lambda pk: User.objects.select_for_update(no_key=True).filter(pk=pk))
+_locked_group = PrecompiledLookup(
+    Group, lambda pk: Group.objects.select_for_update(no_key=True).filter(pk=pk)
+)
+
+
 def _lock_user(user_id: uuid.UUID) -> User:
     try:
-        return User.objects.select_for_update(no_key=True).get(pk=user_id)
-    except (User.DoesNotExist, ValueError, TypeError):
+        (user,) = _locked_user.run(uuid.UUID(str(user_id)))
+    except (ValueError, TypeError):
         raise ObjectNotFound(f"User {user_id} not found") from None
+    return user
 
 
 def _lock_group(group_id: uuid.UUID) -> Group:
     try:
-        return Group.objects.select_for_update(no_key=True).get(pk=group_id)
-    except (Group.DoesNotExist, ValueError, TypeError):
+        (group,) = _locked_group.run(uuid.UUID(str(group_id)))
+    except (ValueError, TypeError):
         raise ObjectNotFound(f"Group {group_id} not found") from None
+    return group
 
 
 def _save_unique(
@@ -197,8 +206,10 @@ def _save_unique(
     try:
         if obj._state.adding:
             bulk_sql.insert_many(type(obj), [obj])
+        elif update_fields is not None:
+            bulk_sql.update_fields(obj, update_fields)
         else:
-            obj.save(update_fields=update_fields)
+            obj.save()
     except IntegrityError as exc:
         if "unique" in str(exc).lower():
             raise UniquenessConflict(
@@ -667,6 +678,20 @@ def _missing(model: type[User] | type[Group], ids: list[uuid.UUID]) -> list[uuid
     return [member for member in ids if member not in found]
 
 
+def _check_missing(user_ids: list[uuid.UUID], group_ids: list[uuid.UUID]) -> None:
+    missing = _missing(User, user_ids) + _missing(Group, group_ids)
+    if missing:
+        raise InvalidValue(
+            f"No such member(s): {', '.join(str(member) for member in missing)}", field="members"
+        )
+
+
+def _cycle(group: Group) -> MembershipCycle:
+    return MembershipCycle(
+        f"Adding these groups to {group.display_name!r} would make it contain itself", field="members"
+    )
+
+
 def _lock_nesting() -> None:
     # Two transactions nesting A in B and B in A could each pass the cycle
     # check alone; on PostgreSQL one transaction-scoped advisory lock makes
@@ -689,25 +714,26 @@ def _add_members(
     bump_version: bool = True,
 ) -> int:
     users, groups = _unique(user_ids), _unique(group_ids)
-    missing = _missing(User, users) + _missing(Group, groups)
-    if missing:
-        raise InvalidValue(
-            f"No such member(s): {', '.join(str(member) for member in missing)}", field="members"
-        )
-    if groups:
-        if group.pk in groups or membership_sql.nested_group_reaches(start_ids=groups, target_id=group.pk):
-            raise MembershipCycle(
-                f"Adding these groups to {group.display_name!r} would make it contain itself", field="members"
-            )
-
+    if group.pk in groups:
+        _check_missing(users, groups)
+        raise _cycle(group)
+    # The inserts skip ids that are no user or group (and members already there); only when
+    # something was skipped does a query tell which, so the common case costs no lookup.
     added_users = membership_sql.insert_members(group_id=group.pk, column="member_user_id", ids=users)
     added_groups = membership_sql.insert_members(group_id=group.pk, column="member_group_id", ids=groups)
+    if len(added_users) < len(users) or len(added_groups) < len(groups):
+        _check_missing(
+            [member for member in users if member not in set(added_users)],
+            [member for member in groups if member not in set(added_groups)],
+        )
+    if added_groups and membership_sql.nested_group_reaches(start_ids=added_groups, target_id=group.pk):
+        raise _cycle(group)
     if not added_users and not added_groups:
         return 0
     if bump_version:
         group.version += 1
         group.last_modified = timezone.now()
-        group.save(update_fields=["version", "last_modified"])
+        bulk_sql.update_fields(group, ["version", "last_modified"])
     _record_membership(actor, group, ChangeEvent.Kind.MEMBER_ADDED, added_users, added_groups)
     return len(added_users) + len(added_groups)
 
@@ -786,7 +812,7 @@ def membership_remove(
         return 0
     group.version += 1
     group.last_modified = timezone.now()
-    group.save(update_fields=["version", "last_modified"])
+    bulk_sql.update_fields(group, ["version", "last_modified"])
     _record_membership(actor, group, ChangeEvent.Kind.MEMBER_REMOVED, removed_users, removed_groups)
     return len(removed_users) + len(removed_groups)
 

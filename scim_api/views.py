@@ -323,7 +323,6 @@ class UsersViewSet(ScimViewSet):
         self.normalised(
             _with_retries(
                 lambda locked: self._patch_user(user_id, body, expected, locked=locked),
-                one_write=True,
                 lock_first=expected is not None,
             )
         )
@@ -480,7 +479,7 @@ class GroupsViewSet(ScimViewSet):
     def _patch_group(
         self, group_id: uuid.UUID, body: dict[str, Any], expected: int | None, *, locked: bool
     ) -> dialects.Normalized:
-        """One attempt: attribute changes, then member changes (the caller's transaction)."""
+        """One attempt: attribute changes, then member changes, in one transaction."""
         group = selectors.group_get(group_id=group_id, for_update=locked)
         if expected is not None and expected != group.version:
             raise ScimError(f"The group is at version {group.version}, not {expected}.", status=412)
@@ -490,23 +489,36 @@ class GroupsViewSet(ScimViewSet):
         before = mapping.group_from_scim(current, mode="patch")
         after = mapping.group_from_scim(result.resource, mode="patch")
         changes = _changed(before.fields, after.fields)
-        if changes:
-            services.group_update(
-                actor=self.actor, group_id=group_id, expected_version=group.version, **changes
-            )
         delta = result.members
+        writes: list[Callable[[], object]] = []
+        if changes:
+            writes.append(
+                lambda: services.group_update(
+                    actor=self.actor, group_id=group_id, expected_version=group.version, **changes
+                )
+            )
         if delta.replace is not None:
-            _replace_members(self.actor, group_id, _member_refs(delta.replace))
+            wanted = _member_refs(delta.replace)
+            writes.append(lambda: _replace_members(self.actor, group_id, wanted))
         if delta.remove:
             removed = [_uuid_member(value) for value in delta.remove]
-            services.membership_remove(
-                actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed
+            writes.append(
+                lambda: services.membership_remove(
+                    actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed
+                )
             )
         if delta.add:
             user_ids, group_ids = _split_members(_member_refs(delta.add))
-            services.membership_add(
-                actor=self.actor, group_id=group_id, user_ids=user_ids, group_ids=group_ids
+            writes.append(
+                lambda: services.membership_add(
+                    actor=self.actor, group_id=group_id, user_ids=user_ids, group_ids=group_ids
+                )
             )
+        # A service call is a transaction of its own; several (or a replace, which reads then
+        # writes) share one, so the PATCH lands whole or not at all.
+        with transaction.atomic() if len(writes) > 1 or delta.replace is not None else nullcontext():
+            for write in writes:
+                write()
         return normalized
 
     def destroy(self, request: Request, pk: str) -> Response:
@@ -519,21 +531,21 @@ _OPTIMISTIC_ATTEMPTS = 2
 
 
 def _with_retries(
-    attempt: Callable[[bool], dialects.Normalized], *, one_write: bool = False, lock_first: bool = False
+    attempt: Callable[[bool], dialects.Normalized], *, lock_first: bool = False
 ) -> dialects.Normalized:
-    """Run a read-patch-write attempt in a transaction until it lands.
+    """Run a read-patch-write attempt until it lands.
 
     The first attempts read without locking and write only if nobody wrote the
     resource in between (the services check the version read); the last one
-    locks the row first, so a busy resource still gets every PATCH applied,
-    one after another, and never a 412 the client did not ask for.
+    locks the row first, in a transaction that also holds its writes, so a busy
+    resource still gets every PATCH applied, one after another, and never a 412
+    the client did not ask for. An unlocked attempt opens a transaction only for
+    several writes: a single service call is one already.
     """
     # With If-Match, the version must be checked under the lock that the writes then hold.
     for _ in range(0 if lock_first else _OPTIMISTIC_ATTEMPTS):
         try:
-            # An attempt that makes one service call needs no transaction of its own: the service is one.
-            with nullcontext() if one_write else transaction.atomic():
-                return attempt(False)
+            return attempt(False)
         except VersionMismatch:
             continue
     with transaction.atomic():
