@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import cached_property
 from typing import Any
 
 from django.db import transaction
@@ -60,12 +61,17 @@ class ScimAPIView(APIView):
     def get_exception_handler(self) -> Any:
         return exception_handler
 
-    @property
+    # A view instance serves one request: both are worked out once, not per rendered resource.
+    @cached_property
     def base_url(self) -> str:
         return self.request.build_absolute_uri("/scim/v2").rstrip("/")
 
     def params(self) -> dict[str, str]:
         # Parameter names compare case-insensitively: clients write startindex, StartIndex...
+        return dict(self._params)
+
+    @cached_property
+    def _params(self) -> dict[str, str]:
         return {key.lower(): value for key, value in self.request.query_params.items()}
 
 
