@@ -1,4 +1,4 @@
-"""Lookups by primary key, compiled to SQL once per process instead of once per call.
+"""Lookups by one value (a primary key, a unique name), compiled to SQL once per process, not per call.
 
 Building and compiling a queryset costs Django several hundred microseconds,
 most of a simple primary-key lookup and more than the database's own work; the
@@ -7,7 +7,7 @@ queryset the first time it runs on a database backend, then only executes the
 SQL with the new value and builds the instances the way Django's own model
 iterator does (field converters, then Model.from_db, then annotations).
 
-Only for querysets of one model without select_related, filtered by one primary key.
+Only for querysets of one model without select_related, filtered by one value.
 """
 
 from __future__ import annotations
@@ -40,18 +40,34 @@ class _Compiled:
 
 
 class PrecompiledLookup(Generic[M]):
-    """`build(pk)` returns the queryset filtered by that primary key; run(pk) returns its rows."""
+    """`build(value)` returns the queryset filtered by that value; run(value) returns its rows."""
 
-    def __init__(self, model: type[M], build: Callable[[Any], models.QuerySet[M]]) -> None:
+    def __init__(
+        self,
+        model: type[M],
+        build: Callable[[Any], models.QuerySet[M]],
+        *,
+        sentinel: Any = _SENTINEL,
+        prepare: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """`prepare` turns a looked-up value into the query parameter (default: a primary key's)."""
         self.model = model
         self.build = build
+        self.sentinel = sentinel
+        self.prepare = prepare or self._prepare_pk
         self._compiled: dict[tuple[str, str], _Compiled] = {}
 
+    def _prepare_pk(self, value: Any) -> Any:
+        try:
+            return self.model._meta.pk.get_db_prep_value(value, connection)  # type: ignore[union-attr]
+        except ValidationError:
+            raise ValueError(f"Not a primary key of {self.model.__name__}: {value!r}") from None
+
     def _compile(self) -> _Compiled:
-        queryset = self.build(_SENTINEL)
+        queryset = self.build(self.sentinel)
         compiler: SQLCompiler = queryset.query.get_compiler(connection=connection)
         sql, params = compiler.as_sql()
-        sentinel = self.model._meta.pk.get_db_prep_value(_SENTINEL, connection)  # type: ignore[union-attr]
+        sentinel = self.prepare(self.sentinel)
         positions = [index for index, param in enumerate(params) if param == sentinel]
         klass_info = compiler.klass_info
         if len(positions) != 1 or klass_info is None or klass_info.get("related_klass_infos"):
@@ -73,16 +89,13 @@ class PrecompiledLookup(Generic[M]):
         )
 
     def run(self, value: Any) -> list[M]:
-        """The rows for primary key `value`; ValueError when it is not one (e.g. not a UUID)."""
+        """The rows for `value`; ValueError when it is not a primary key (e.g. not a UUID) of a pk lookup."""
         key = (connection.alias, connection.vendor)
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._compiled[key] = self._compile()
         params = list(compiled.params)
-        try:
-            params[compiled.value_index] = self.model._meta.pk.get_db_prep_value(value, connection)  # type: ignore[union-attr]
-        except ValidationError:
-            raise ValueError(f"Not a primary key of {self.model.__name__}: {value!r}") from None
+        params[compiled.value_index] = self.prepare(value)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()

@@ -78,10 +78,18 @@ def user_list(*, with_groups: bool = False) -> QuerySet[User]:
 
     `with_groups` adds the groups each belongs to (`user_groups_loaded`), in the same query.
     """
-    users = User.objects.annotate(stored_values=_raw(_VALUES_JSON), manager_display=_raw(_MANAGER_DISPLAY))
-    if with_groups:
-        users = users.annotate(stored_groups=_raw(_GROUPS_JSON))
-    return users.order_by("created", "id")
+    # Built once per database and process: each call clones it (cheap) instead of annotating anew.
+    key = (connection.alias, connection.vendor, with_groups)
+    base = _USER_LISTS.get(key)
+    if base is None:
+        base = User.objects.annotate(stored_values=_raw(_VALUES_JSON), manager_display=_raw(_MANAGER_DISPLAY))
+        if with_groups:
+            base = base.annotate(stored_groups=_raw(_GROUPS_JSON))
+        base = _USER_LISTS[key] = base.order_by("created", "id")
+    return base.all()
+
+
+_USER_LISTS: dict[tuple[str, str, bool], QuerySet[User]] = {}
 
 
 def user_groups_loaded(user: User) -> list[tuple[uuid.UUID, str, bool]]:
@@ -116,6 +124,26 @@ _user_by_pk = {
 _user_lock = PrecompiledLookup(
     User, lambda pk: User.objects.select_for_update(no_key=True).filter(pk=pk).only("pk")
 )
+
+
+# Stands in for a user name while the lookup compiles: never lower-case, so never a real parameter.
+_NAME_SENTINEL = "\x1fPrecompiled\x1f"
+_users_by_name = {
+    with_groups: PrecompiledLookup(
+        User,
+        lambda name, with_groups=with_groups: (
+            user_list(with_groups=with_groups).order_by().filter(user_name__lower=name)
+        ),
+        sentinel=_NAME_SENTINEL,
+        prepare=str,
+    )
+    for with_groups in (False, True)
+}
+
+
+def users_by_user_name(*, user_name: str, with_groups: bool = False) -> list[User]:
+    """The user (or none) whose userName is `user_name` ignoring case, loaded as user_list() loads them."""
+    return _users_by_name[with_groups].run(user_name.lower())
 
 
 def user_get(*, user_id: uuid.UUID | str, for_update: bool = False, with_groups: bool = False) -> User:

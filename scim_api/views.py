@@ -28,6 +28,7 @@ from scim_api import bulk, cursors, dialects, mapping
 from scim_api.authentication import ScimScopePermission, ScimTokenAuthentication
 from scim_api.conf import scim_setting
 from scim_api.exceptions import SCIM_CONTENT_TYPE, ScimError, exception_handler
+from scim_api.filter_parser import Comparison, FilterSyntaxError, Node, parse_filter
 from scim_api.filters import InvalidFilter, compile_filter
 from scim_api.models import ScimClient
 from scim_api.pagination import Page
@@ -142,19 +143,42 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
         """POST /Users/.search: the query in a SearchRequest body, kept out of URLs and logs (§3.4.3)."""
         return self.search(search_params(self.body()))
 
-    def filtered(self, params: dict[str, Any], projection: Projection | None = None) -> QuerySet[Any]:
-        queryset = self.queryset(projection)
+    def filter_text(self, params: dict[str, Any]) -> str | None:
+        """The filter with the client's dialect rewritten (and the rewrites counted); None without one."""
         text = params.get("filter")
-        if text not in (None, ""):
-            text, fired = dialects.normalize_filter(str(text), self.resource_type)
-            if fired:
-                dialect_rewrites_record(client=self.client, names=fired)
+        if text in (None, ""):
+            return None
+        text, fired = dialects.normalize_filter(str(text), self.resource_type)
+        if fired:
+            dialect_rewrites_record(client=self.client, names=fired)
+        return text
+
+    def filtered(self, params: dict[str, Any], projection: Projection | None = None) -> QuerySet[Any]:
+        return self.filtered_by(self.filter_text(params), projection)
+
+    def filtered_by(self, text: str | None, projection: Projection | None = None) -> QuerySet[Any]:
+        queryset = self.queryset(projection)
+        if text is not None:
             queryset = queryset.filter(compile_filter(text, self.resource_type))
         return queryset
 
+    def unique_match(self, node: Node, projection: Projection) -> list[Any] | None:
+        """The rows of a filter that names one resource by a unique attribute; None for other filters."""
+        return None
+
     def search(self, params: dict[str, Any]) -> Response:
         projection = self.projection(params)
-        queryset = self.filtered(params, projection)
+        text = self.filter_text(params)
+        if text is not None and "cursor" not in params and not params.get("sortby"):
+            # `userName eq "…"`, which provisioning clients send before creating each user: at most
+            # one row, found by a lookup compiled once per process rather than a query built per
+            # request. Anything else takes the general path below.
+            page = Page.from_params(params)
+            node = _parsed(text) if page.start_index == 1 and page.count else None
+            rows = self.unique_match(node, projection) if node is not None else None
+            if rows is not None:
+                return self.list_response(rows, projection, total=len(rows), start_index=1)
+        queryset = self.filtered_by(text, projection)
         if "cursor" in params:
             return self.cursor_search(params, queryset, projection)
         page = Page.from_params(params)
@@ -164,12 +188,17 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
             total = len(rows)  # a short first page is the whole result: no COUNT needed
         else:
             total = queryset.count()
+        return self.list_response(rows, projection, total=total, start_index=page.start_index)
+
+    def list_response(
+        self, rows: list[Any], projection: Projection, *, total: int, start_index: int
+    ) -> Response:
         resources = [projection.apply(resource) for resource in self.render(rows, projection)]
         body = {
             "schemas": [LIST_RESPONSE],
             "totalResults": total,
             "itemsPerPage": len(resources),
-            "startIndex": page.start_index,
+            "startIndex": start_index,
             "Resources": resources,
         }
         return Response(body, content_type=SCIM_CONTENT_TYPE)
@@ -228,6 +257,14 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
         raise NotImplementedError
 
 
+def _parsed(text: str) -> Node | None:
+    """The filter's syntax tree, or None when it does not parse (the general path reports why)."""
+    try:
+        return parse_filter(text)
+    except FilterSyntaxError:
+        return None
+
+
 def _version_of(tag: str) -> int | None:
     match = re.fullmatch(r'\s*(?:W/)?"?([0-9]{1,18})"?\s*', tag)
     return int(match.group(1)) if match else None
@@ -273,6 +310,22 @@ class UsersViewSet(ScimViewSet):
             )
             for user in rows
         ]
+
+    def unique_match(self, node: Node, projection: Projection) -> list[Any] | None:
+        if not (
+            isinstance(node, Comparison)
+            and node.op.lower() == "eq"
+            and isinstance(node.value, str)
+            and node.value  # `eq ""` means "has no userName": the general path handles it
+        ):
+            return None
+        try:
+            path = get_registry().resolve(USER, node.path)
+        except UnknownAttribute:
+            return None
+        if path.is_extension or path.sub_attribute is not None or path.attribute.name != "userName":
+            return None
+        return selectors.users_by_user_name(user_name=node.value, with_groups=projection.includes("groups"))
 
     def _get(self, user_id: uuid.UUID, projection: Projection | None = None) -> User:
         return selectors.user_get(

@@ -143,6 +143,45 @@ def test_filter_user_name_ignores_case_as_okta_checks(scim):
     assert reply.body["Resources"][0]["userName"] == "alice@contoso.com"
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"attributes": "userName,emails.value"},
+        {"excludedAttributes": "groups,emails"},
+        {"count": 0},
+        {"startIndex": 2},
+        {"sortBy": "name.familyName"},
+    ],
+)
+@pytest.mark.parametrize("name", ["ALICE@contoso.COM", "alice@contoso.com", "nobody@contoso.com"])
+def test_a_user_name_lookup_answers_what_the_general_filter_path_answers(scim, name, extra):
+    alice = _create(scim)
+    group = services.group_create(actor=SYSTEM, display_name="Sales")
+    services.membership_add(actor=SYSTEM, group_id=group.pk, user_ids=[alice["id"]])
+    _create(scim, OKTA_CREATE)
+
+    # A plain `userName eq` may take the compiled lookup; an equivalent filter with a second,
+    # always-true comparison always takes the general query path.
+    fast = scim.get("Users", filter=f'userName eq "{name}"', **extra)
+    general = scim.get("Users", filter=f'userName eq "{name}" and userName pr', **extra)
+
+    assert fast.status == general.status == HTTPStatus.OK
+    assert fast.body == general.body
+    if name != "nobody@contoso.com" and not extra:
+        assert [r["groups"][0]["display"] for r in fast.body["Resources"]] == ["Sales"]
+
+
+def test_a_user_name_lookup_still_counts_dialect_rewrites_and_rejects_bad_filters(scim, scim_client):
+    _create(scim)
+    reply = scim.get("Users", filter='USERNAME EQ "alice@contoso.com"')
+    assert reply.body["totalResults"] == 1
+    assert DialectRewrite.objects.filter(client=scim_client[0]).exists()
+    assert scim.get("Users", filter='userName eq "alice@contoso.com" and').status == HTTPStatus.BAD_REQUEST
+    assert scim.get("Users", filter='userName eq ""').body["totalResults"] == 0
+    assert scim.get("Users", filter='nickName eq "x"').body["totalResults"] == 0
+
+
 def test_probe_for_a_random_user_is_an_empty_list_not_404(scim):
     reply = scim.get("Users", filter='userName eq "0c9b5a7e-1f24-4c26-9b52-3f0c6ac1d2aa"')
     assert reply.status == HTTPStatus.OK
