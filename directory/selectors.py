@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from django.db import connection
@@ -90,6 +90,23 @@ def user_list(*, with_groups: bool = False) -> QuerySet[User]:
 
 
 _USER_LISTS: dict[tuple[str, str, bool], QuerySet[User]] = {}
+
+
+def user_loaded(user: User, *, values: Mapping[str, Sequence[Mapping[str, Any]]]) -> User:
+    """A user just created (no groups, no manager), given what user_list() would load with it.
+
+    `values` as services.normalise_values returns them, which is how they were stored.
+    """
+    if user.manager_id is not None:
+        raise ValueError("A user with a manager needs its manager's name: load it with user_get()")
+    user.stored_values = [  # type: ignore[attr-defined]
+        [kind, position, item["value"], item["display"], item["type"], item["primary"], item["address"]]
+        for kind, items in values.items()
+        for position, item in enumerate(items)
+    ]
+    user.manager_display = None  # type: ignore[attr-defined]
+    user.stored_groups = []  # type: ignore[attr-defined]
+    return user
 
 
 def user_groups_loaded(user: User) -> list[tuple[uuid.UUID, str, bool]]:

@@ -355,7 +355,14 @@ class UsersViewSet(ScimViewSet):
         user = services.user_create(
             actor=self.actor, user_name=user_name, password=data.password, values=data.values, **fields
         )
-        return self._respond(user.pk, projection, status=201)
+        if user.manager_id is not None:
+            return self._respond(user.pk, projection, status=201)  # the manager's name needs a read
+        # Everything else the response shows was just written (a new user is in no group): render
+        # it without reading it back.
+        selectors.user_loaded(user, values=services.normalise_values(data.values))
+        return self.resource_response(
+            self.render([user], projection)[0], projection, status=201, version=user.version
+        )
 
     def update(self, request: Request, pk: str) -> Response:
         projection = self.projection()

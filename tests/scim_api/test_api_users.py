@@ -51,6 +51,29 @@ def _create(scim, body=ENTRA_CREATE):  # type: ignore[no-untyped-def]
 # --- create -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        ENTRA_CREATE,
+        OKTA_CREATE,
+        {
+            "schemas": [CORE, ENTERPRISE, "urn:example:hr:1.0:User"],
+            "userName": "carol@example.com",
+            "addresses": [{"type": "work", "locality": "Leeds", "country": "GB", "primary": True}],
+            "phoneNumbers": [{"value": "+44 1", "type": "mobile"}, {"value": "+44 2", "type": "work"}],
+            ENTERPRISE: {"employeeNumber": "7", "department": "R&D"},
+            "urn:example:hr:1.0:User": {"badge": "B-1"},
+        },
+    ],
+)
+def test_a_created_user_is_answered_exactly_as_it_reads_back(scim, body):
+    created = scim.post("Users", body)
+    assert created.status == HTTPStatus.CREATED, created
+    again = scim.get(f"Users/{created.body['id']}")
+    assert created.body == again.body
+    assert created.headers["ETag"] == again.headers["ETag"]
+
+
 def test_entra_create_answers_201_with_location_and_the_user(scim):
     reply = scim.post("Users", ENTRA_CREATE)
 
