@@ -45,6 +45,15 @@ SCENARIOS = (
 )
 
 
+def _pg_cpu(pid: int) -> float:
+    """CPU seconds used so far by the PostgreSQL backend `pid`, when it runs on this machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=SCENARIOS)
@@ -187,19 +196,26 @@ def main() -> None:
             profiler.enable()
     # Without a profiler, `--repeat` rounds of N requests; the least CPU per request of a
     # round is the figure least disturbed by whatever else runs on the machine.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
     rounds = []
     for start in range(0, len(calls), args.n):
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started, pg_started = time.perf_counter(), time.process_time(), _pg_cpu(backend)
         for call in calls[start : start + args.n]:
             call()
-        rounds.append((time.perf_counter() - started, time.process_time() - cpu_started))
+        rounds.append(
+            (time.perf_counter() - started, time.process_time() - cpu_started, _pg_cpu(backend) - pg_started)
+        )
     if profiler is not None:
         profiler.stop() if args.pyinstrument else profiler.disable()
-    walls = sorted(wall / args.n * 1000 for wall, _ in rounds)
-    cpus = sorted(cpu / args.n * 1000 for _, cpu in rounds)
+    walls = sorted(wall / args.n * 1000 for wall, _, _ in rounds)
+    cpus = sorted(cpu / args.n * 1000 for _, cpu, _ in rounds)
+    pg = sorted(pg / args.n * 1000 for _, _, pg in rounds)
     print(
         f"{args.n} requests x {len(rounds)}: {walls[0]:.3f} ms wall, {cpus[0]:.3f} ms CPU of this process "
-        f"per request (least of {len(rounds)}; CPU median {cpus[len(cpus) // 2]:.3f})"
+        f"per request (least of {len(rounds)}; CPU median {cpus[len(cpus) // 2]:.3f}); PostgreSQL backend "
+        f"CPU {pg[len(pg) // 2]:.3f} ms (median; when /proc shows it)"
         + (" (profiled: slower than real)" if profiler else "")
     )
     if args.scenario in ("group_add",) and big is not None:
