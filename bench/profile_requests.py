@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--pyinstrument", action="store_true", help="profile with pyinstrument")
     parser.add_argument("--no-profile", action="store_true", help="only time the requests")
     parser.add_argument("--top", type=int, default=45, help="cProfile rows to print")
+    parser.add_argument("--dump", metavar="FILE", help="save the cProfile statistics to FILE")
     parser.add_argument("--repeat", type=int, default=5, help="rounds of N requests with --no-profile")
     args = parser.parse_args()
 
@@ -230,6 +231,8 @@ def main() -> None:
     if args.pyinstrument:
         print(profiler.output_text(unicode=True, color=False, show_all=False))
         return
+    if args.dump:
+        profiler.dump_stats(args.dump)
     stats = pstats.Stats(profiler)
     stats.sort_stats("cumulative").print_stats(args.top)
     stats.sort_stats("tottime").print_stats(args.top)
