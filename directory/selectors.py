@@ -109,6 +109,30 @@ def user_loaded(user: User, *, values: Mapping[str, Sequence[Mapping[str, Any]]]
     return user
 
 
+def user_as_written(
+    *, read: User, written: User, replaced: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> User | None:
+    """`written` (as services.user_update returned it) carrying what user_list() loaded with `read`.
+
+    For a write that nobody overtook since `read` (user_update checked the version):
+    the values are read's, but for the attributes in `replaced` (as
+    services.normalise_values returns them); groups (a user's write changes none)
+    and the manager's name are read's. None when the manager changed: its name needs a read.
+    """
+    if written.manager_id != read.manager_id:
+        return None
+    kept = [list(value) for value in user_values(read) if value.kind not in replaced]
+    written.stored_values = kept + [  # type: ignore[attr-defined]
+        [kind, position, item["value"], item["display"], item["type"], item["primary"], item["address"]]
+        for kind, items in replaced.items()
+        for position, item in enumerate(items)
+    ]
+    written.manager_display = getattr(read, "manager_display", None)  # type: ignore[attr-defined]
+    if hasattr(read, "stored_groups"):
+        written.stored_groups = read.stored_groups  # type: ignore[attr-defined]
+    return written
+
+
 def user_groups_loaded(user: User) -> list[tuple[uuid.UUID, str, bool]]:
     """(group id, display name, direct?) of every group of a user loaded with user_list(with_groups=True)."""
     raw = getattr(user, "stored_groups", None)

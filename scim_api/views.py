@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -386,20 +386,32 @@ class UsersViewSet(ScimViewSet):
         user_id = _uuid(pk)
         body = self.body()
         expected = self.expected_version()
-        self.normalised(
-            _with_retries(
-                lambda locked: self._patch_user(user_id, body, expected, locked=locked),
-                lock_first=expected is not None,
-            )
+        respond = scim_setting("USER_PATCH_RETURNS_RESOURCE") or projection.explicit
+        with_groups = respond and projection.includes("groups")
+        normalized, patched = _with_retries(
+            lambda locked: self._patch_user(user_id, body, expected, locked=locked, with_groups=with_groups),
+            lock_first=expected is not None,
         )
-        if scim_setting("USER_PATCH_RETURNS_RESOURCE") or projection.explicit:
+        self.normalised(normalized)
+        if not respond:
+            return Response(status=204)
+        if patched is None:
             return self._respond(user_id, projection)
-        return Response(status=204)
+        return self.resource_response(
+            self.render([patched], projection)[0], projection, version=patched.version
+        )
 
     def _patch_user(
-        self, user_id: uuid.UUID, body: dict[str, Any], expected: int | None, *, locked: bool
-    ) -> dialects.Normalized:
-        user = selectors.user_get(user_id=user_id, for_update=locked)
+        self,
+        user_id: uuid.UUID,
+        body: dict[str, Any],
+        expected: int | None,
+        *,
+        locked: bool,
+        with_groups: bool,
+    ) -> tuple[dialects.Normalized, User | None]:
+        """One attempt; returns the user as written (None when only a read can tell, see user_as_written)."""
+        user = selectors.user_get(user_id=user_id, for_update=locked, with_groups=with_groups)
         if expected is not None and expected != user.version:
             raise ScimError(f"The user is at version {user.version}, not {expected}.", status=412)
         current = mapping.user_to_scim(user, values=selectors.user_values(user), base_url=self.base_url)
@@ -409,7 +421,7 @@ class UsersViewSet(ScimViewSet):
         after = mapping.user_from_scim(result.resource, mode="patch")
         extra = {"password": after.password} if after.password_given else {}
         values = {kind: items for kind, items in after.values.items() if before.values.get(kind) != items}
-        services.user_update(
+        written = services.user_update(
             actor=self.actor,
             user_id=user_id,
             expected_version=user.version,
@@ -417,7 +429,12 @@ class UsersViewSet(ScimViewSet):
             **_changed(before.fields, after.fields),
             **extra,
         )
-        return normalized
+        # The write checked that nobody changed the user since it was read, so the read and the
+        # write together are what a read now would return.
+        as_written = selectors.user_as_written(
+            read=user, written=written, replaced=services.normalise_values(values)
+        )
+        return normalized, as_written
 
     def destroy(self, request: Request, pk: str) -> Response:
         services.user_delete(actor=self.actor, user_id=_uuid(pk), expected_version=self.expected_version())
@@ -592,13 +609,13 @@ class GroupsViewSet(ScimViewSet):
         return Response(status=204)
 
 
+T = TypeVar("T")
+
 # How often a PATCH is read and applied optimistically before it takes a lock.
 _OPTIMISTIC_ATTEMPTS = 2
 
 
-def _with_retries(
-    attempt: Callable[[bool], dialects.Normalized], *, lock_first: bool = False
-) -> dialects.Normalized:
+def _with_retries(attempt: Callable[[bool], T], *, lock_first: bool = False) -> T:
     """Run a read-patch-write attempt until it lands.
 
     The first attempts read without locking and write only if nobody wrote the

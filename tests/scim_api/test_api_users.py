@@ -1,5 +1,6 @@
 """/Users over HTTP, with the request shapes Microsoft Entra and Okta really send."""
 
+import json
 from http import HTTPStatus
 
 import pytest
@@ -415,6 +416,38 @@ def test_failed_patch_changes_nothing(scim):
     user = User.objects.get(pk=body["id"])
     assert user.display_name == ""
     assert user.version == 1
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        [{"op": "replace", "path": "title", "value": "CTO"}],
+        [{"op": "add", "path": "emails", "value": [{"value": "second@contoso.com", "type": "home"}]}],
+        [{"op": "replace", "path": 'emails[type eq "work"].value', "value": "new@contoso.com"}],
+        [{"op": "remove", "path": "emails"}, {"op": "replace", "path": "name.givenName", "value": "Al"}],
+        [{"op": "replace", "value": {"active": False, "phoneNumbers": [{"value": "+1 5", "type": "work"}]}}],
+        [{"op": "replace", "path": f"{ENTERPRISE}:department", "value": "Sales"}],
+        [{"op": "replace", "path": "title", "value": ""}],  # no change at all
+        [{"op": "replace", "path": f"{ENTERPRISE}:manager", "value": "MANAGER"}],
+    ],
+)
+def test_a_patched_user_is_answered_exactly_as_it_reads_back(scim, operations):
+    boss = _create(scim, {**OKTA_CREATE, "displayName": "The Boss"})
+    other_boss = _create(scim, {**OKTA_CREATE, "userName": "carol@example.com", "externalId": "00u2"})
+    alice = _create(scim)
+    to_boss = {"op": "replace", "path": f"{ENTERPRISE}:manager", "value": boss["id"]}
+    assert scim.patch(f"Users/{alice['id']}", patch_op(to_boss)).status == HTTPStatus.OK
+    group = services.group_create(actor=SYSTEM, display_name="Sales")
+    services.membership_add(actor=SYSTEM, group_id=group.pk, user_ids=[alice["id"]])
+    operations = json.loads(json.dumps(operations).replace("MANAGER", other_boss["id"]))
+
+    patched = scim.patch(f"Users/{alice['id']}", patch_op(*operations))
+    again = scim.get(f"Users/{alice['id']}")
+
+    assert patched.status == HTTPStatus.OK, patched
+    assert patched.body == again.body
+    assert patched.headers["ETag"] == again.headers["ETag"]
+    assert [g["display"] for g in patched.body["groups"]] == ["Sales"]
 
 
 def test_patch_user_query_count_is_constant(scim):
