@@ -11,6 +11,7 @@ mean one element that satisfies everything, which is what clients intend by
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -260,6 +261,9 @@ class _Parser:
         raise FilterSyntaxError(f"Expected a value at position {token.position + 1}, found {token.text!r}")
 
 
+# One request's filter is looked at by the dialect rewriter, the unique-attribute lookup and the
+# compiler; the tree is immutable, so it is parsed once and shared.
+@functools.lru_cache(maxsize=1024)
 def parse_filter(text: str) -> Node:
     """Parse a `filter` query parameter (or a SearchRequest's filter) into an AST, within the limits above."""
     if len(text) > MAX_FILTER_LENGTH:
