@@ -18,7 +18,7 @@ not read back, no signals (the directory uses none).
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,34 @@ def _plan(model: type[models.Model]) -> _Plan:
     )
 
 
+def insert_values(model: type[models.Model], rows: Sequence[Mapping[str, Any]]) -> None:
+    """insert_many for rows given as {attname: value}, the other fields taking their defaults.
+
+    For thousands of rows nobody reads back (a bulk ingest's values, change events
+    and audit entries): building a model instance for each costs more than writing it.
+    """
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        insert_many(model, [model(**row) for row in rows])
+        return
+    plan = _plan(model)
+    prepared = []
+    for row in rows:
+        values = []
+        for field in plan.fields:
+            value = row[field.attname] if field.attname in row else field.get_default()
+            if isinstance(field, models.JSONField):
+                from psycopg.types.json import Jsonb
+
+                value = Jsonb(value)
+            elif not isinstance(field, _PLAIN):
+                value = field.get_db_prep_save(value, connection)
+            values.append(value)
+        prepared.append(values)
+    _copy(plan, prepared)
+
+
 def insert_many(model: type[models.Model], objs: Sequence[models.Model]) -> None:
     """INSERT `objs` (new, unsaved instances of `model`); auto-increment primary keys stay unset."""
     if not objs:
@@ -91,27 +119,31 @@ def insert_many(model: type[models.Model], objs: Sequence[models.Model]) -> None
     for obj in objs:
         for field in plan.fields:
             field.pre_save(obj, add=True)  # auto_now and friends, as save() would
-    rows = [[read(obj) for read in plan.readers] for obj in objs]
+    _copy(plan, [[read(obj) for read in plan.readers] for obj in objs])
+    for obj in objs:
+        obj._state.adding = False
+        obj._state.db = connection.alias
+
+
+def _copy(plan: _Plan, rows: list[list[Any]]) -> None:
+    """Write prepared rows: one INSERT for a few, COPY for many (PostgreSQL)."""
     if len(rows) < _COPY_MIN_ROWS:
         with connection.cursor() as cursor:
             if len(rows) == 1:
                 cursor.execute(plan.insert, rows[0])
             else:
                 cursor.executemany(plan.insert, rows)
-    else:
-        started = time.monotonic()
-        with connection.cursor() as cursor, connection.wrap_database_errors:
-            with cursor.cursor.copy(plan.copy) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        if connection.queries_logged:
-            # COPY bypasses Django's cursor wrapper; logged by hand so query counts still see it.
-            connection.queries_log.append(
-                {"sql": f"{plan.copy} -- {len(rows)} rows", "time": f"{time.monotonic() - started:.3f}"}
-            )
-    for obj in objs:
-        obj._state.adding = False
-        obj._state.db = connection.alias
+        return
+    started = time.monotonic()
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        with cursor.cursor.copy(plan.copy) as copy:
+            for row in rows:
+                copy.write_row(row)
+    if connection.queries_logged:
+        # COPY bypasses Django's cursor wrapper; logged by hand so query counts still see it.
+        connection.queries_log.append(
+            {"sql": f"{plan.copy} -- {len(rows)} rows", "time": f"{time.monotonic() - started:.3f}"}
+        )
 
 
 @functools.cache

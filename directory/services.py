@@ -413,31 +413,31 @@ def users_create_many(*, actor: Actor, users: Sequence[NewUser]) -> list[User | 
             bulk_sql.insert_many(User, [user for user, _, _ in accepted])
     except IntegrityError:
         raise UniquenessConflict("A userName in the batch was taken meanwhile", field="user_name") from None
-    bulk_sql.insert_many(
+    bulk_sql.insert_values(
         UserValue,
         [
-            UserValue(user=user, kind=kind, position=position, **entry)
+            {"user_id": user.pk, "kind": kind, "position": position, **entry}
             for user, values, _ in accepted
             for kind, items in values.items()
             for position, entry in enumerate(items)
         ],
     )
-    bulk_sql.insert_many(
-        ChangeEvent, [ChangeEvent(**_event_fields(user, ChangeEvent.Kind.CREATED)) for user, _, _ in accepted]
+    bulk_sql.insert_values(
+        ChangeEvent, [_event_fields(user, ChangeEvent.Kind.CREATED) for user, _, _ in accepted]
     )
-    bulk_sql.insert_many(
+    bulk_sql.insert_values(
         AuditEntry,
         [
-            AuditEntry(
-                actor_type=actor.type,
-                actor_id=actor.id,
-                actor_name=actor.name,
-                action="create",
-                object_type=ChangeEvent.ObjectType.USER,
-                object_id=user.pk,
-                object_repr=str(user)[:255],
-                changes=changes,
-            )
+            {
+                "actor_type": actor.type,
+                "actor_id": actor.id,
+                "actor_name": actor.name,
+                "action": "create",
+                "object_type": ChangeEvent.ObjectType.USER,
+                "object_id": user.pk,
+                "object_repr": str(user)[:255],
+                "changes": changes,
+            }
             for user, _, changes in accepted
         ],
     )
