@@ -29,24 +29,24 @@ def _paths(raw: str | list[str] | None, resource_type: ResourceType, *, lenient:
     return paths
 
 
-def _copy(value: Any) -> Any:
-    """A copy of rendered JSON data (dicts, lists, scalars): copy.deepcopy's generality costs far more."""
+def json_copy(value: Any) -> Any:
+    """A copy of JSON data (dicts, lists, scalars): copy.deepcopy's generality costs several times more."""
     if isinstance(value, dict):
-        return {key: _copy(item) for key, item in value.items()}
+        return {key: json_copy(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_copy(item) for item in value]
+        return [json_copy(item) for item in value]
     return value
 
 
 def _select(value: Any, subs: set[str] | None) -> Any:
     """`value` (a whole attribute) reduced to the sub-attributes `subs` (None: all of it)."""
     if subs is None:
-        return _copy(value)
+        return json_copy(value)
     if isinstance(value, list):
         parts = [{k: v for k, v in item.items() if k in subs} for item in value if isinstance(item, dict)]
         return [part for part in parts if part]
     if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items() if k in subs}
+        return {k: json_copy(v) for k, v in value.items() if k in subs}
     return None
 
 
@@ -110,7 +110,7 @@ class Projection:
         if not self.selected and not self.excluded:
             # Rendered representations never carry password: nothing to copy or remove.
             return resource
-        result = _copy(resource)
+        result = json_copy(resource)
         result.pop("password", None)
         if self.selected:
             result = self._keep(result)
