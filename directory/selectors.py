@@ -286,8 +286,14 @@ def group_member_refs(*, group_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list
     return refs
 
 
+_user_exists = PrecompiledLookup(User, lambda pk: User.objects.filter(pk=pk).only("pk"))
+
+
 def member_kinds(*, ids: Sequence[uuid.UUID]) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """Split ids into (user ids, other ids): for member lists whose elements carry no type (Okta)."""
+    if len(ids) == 1:
+        # The usual PATCH (Entra adds one member per operation): a lookup compiled once.
+        return ([ids[0]], []) if _user_exists.run(ids[0]) else ([], [ids[0]])
     users = set(User.objects.filter(pk__in=ids).values_list("pk", flat=True))
     return [i for i in ids if i in users], [i for i in ids if i not in users]
 
