@@ -54,13 +54,15 @@ INSTALLED_APPS = [
     "provisioning",
 ]
 
+# Sessions, CSRF, the Django user and messages, for every path but /scim/ and /oauth/ (bearer-token
+# APIs that use none of them): see config/middleware.py.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "config.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "config.middleware.BrowserCsrfViewMiddleware",
+    "config.middleware.BrowserAuthenticationMiddleware",
+    "config.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -107,6 +109,13 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     # Off by default: a health check costs a round trip at the start of every request. Turn it on
     # where something between the app and PostgreSQL (a proxy, a failover) drops idle connections.
     _database["CONN_HEALTH_CHECKS"] = env_bool("DB_CONN_HEALTH_CHECKS", False)
+    if env_bool("DB_PREPARED_STATEMENTS", True):
+        # Parameters sent apart from the SQL, and a statement a connection has run twice kept
+        # prepared: PostgreSQL then skips parsing and planning, which cost more than executing the
+        # SCIM API's lookups. Off behind a pooler that cannot carry prepared statements across
+        # transactions (PgBouncer before 1.21 in transaction mode).
+        _database["OPTIONS"]["server_side_binding"] = True
+        _database["OPTIONS"]["prepare_threshold"] = 2
 if env_str("TEST_DATABASE_NAME"):
     # Lets two test runs share one PostgreSQL server without clobbering each other.
     _database["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME")}

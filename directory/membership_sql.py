@@ -14,7 +14,7 @@ from typing import Literal
 from django.db import connection
 from django.utils import timezone
 
-from directory.models import Group, Membership
+from directory.models import Group, Membership, User
 
 MemberColumn = Literal["member_user_id", "member_group_id"]
 
@@ -36,17 +36,22 @@ def _to_uuid(value: object) -> uuid.UUID:
 
 
 def insert_members(*, group_id: uuid.UUID, column: MemberColumn, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
-    """Insert (group, member) rows, skipping existing ones; return the members actually added."""
+    """Insert (group, member) rows for the ids that exist, skipping members already there.
+
+    Returns the members actually added: an id that is no user (or group, for
+    member_group_id) is left out, as is one already a member.
+    """
     if not ids:
         return []
     table = Membership._meta.db_table
+    members = (User if column == "member_user_id" else Group)._meta.db_table
     now = timezone.now()
     added: list[uuid.UUID] = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"INSERT INTO {table} (group_id, {column}, created) "
-                f"SELECT %s, member, %s FROM unnest(%s::uuid[]) AS member "
+                f"SELECT %s, member.id, %s FROM {members} member WHERE member.id = ANY(%s::uuid[]) "
                 f"ON CONFLICT DO NOTHING RETURNING {column}",
                 [group_id, now, list(ids)],
             )
@@ -55,14 +60,12 @@ def insert_members(*, group_id: uuid.UUID, column: MemberColumn, ids: Sequence[u
             created = connection.ops.adapt_datetimefield_value(now)
             group = _prep(group_id)
             for chunk in _chunks(ids):
-                rows = ", ".join(["(%s, %s, %s)"] * len(chunk))
-                params: list[object] = []
-                for member in chunk:
-                    params.extend([group, _prep(member), created])
+                marks = ", ".join(["%s"] * len(chunk))
                 cursor.execute(
-                    f"INSERT INTO {table} (group_id, {column}, created) VALUES {rows} "
+                    f"INSERT INTO {table} (group_id, {column}, created) "
+                    f"SELECT %s, member.id, %s FROM {members} member WHERE member.id IN ({marks}) "
                     f"ON CONFLICT DO NOTHING RETURNING {column}",
-                    params,
+                    [group, created, *(_prep(member) for member in chunk)],
                 )
                 added.extend(_to_uuid(row[0]) for row in cursor.fetchall())
     return added

@@ -6,6 +6,7 @@ raises only directory.exceptions errors. A write that changes nothing writes
 nothing, so repeating a request is harmless.
 """
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from directory import extensions, membership_sql
+from directory import bulk_sql, extensions, membership_sql
 from directory.actors import Actor
 from directory.exceptions import (
     DirectoryError,
@@ -39,6 +40,7 @@ from directory.models import (
     User,
     UserValue,
 )
+from directory.precompiled import PrecompiledLookup
 
 # Single-valued User attributes a service accepts, by model field name.
 USER_FIELDS: frozenset[str] = frozenset(
@@ -158,7 +160,7 @@ def _object_type(obj: User | Group) -> ChangeEvent.ObjectType:
 
 def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]) -> AuditEntry:
     changes = _redact_extensions(_object_type(obj), changes)
-    return AuditEntry.objects.create(
+    entry = AuditEntry(
         actor_type=actor.type,
         actor_id=actor.id,
         actor_name=actor.name,
@@ -168,6 +170,12 @@ def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]
         object_repr=str(obj)[:255],
         changes=changes,
     )
+    bulk_sql.insert_many(AuditEntry, [entry])
+    return entry
+
+
+def _event(obj: User | Group, kind: ChangeEvent.Kind) -> None:
+    bulk_sql.insert_many(ChangeEvent, [ChangeEvent(**_event_fields(obj, kind))])
 
 
 def _redact_extensions(resource_type: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -183,34 +191,44 @@ def _redact_extensions(resource_type: str, changes: dict[str, Any]) -> dict[str,
 # membership naming this group as a member), which would otherwise deadlock.
 
 
+_locked_user = PrecompiledLookup(User, lambda pk: User.objects.select_for_update(no_key=True).filter(pk=pk))
+_locked_group = PrecompiledLookup(
+    Group, lambda pk: Group.objects.select_for_update(no_key=True).filter(pk=pk)
+)
+
+
 def _lock_user(user_id: uuid.UUID) -> User:
     try:
-        return User.objects.select_for_update(no_key=True).get(pk=user_id)
-    except (User.DoesNotExist, ValueError, TypeError):
+        (user,) = _locked_user.run(uuid.UUID(str(user_id)))
+    except (ValueError, TypeError):
         raise ObjectNotFound(f"User {user_id} not found") from None
+    return user
 
 
 def _lock_group(group_id: uuid.UUID) -> Group:
     try:
-        return Group.objects.select_for_update(no_key=True).get(pk=group_id)
-    except (Group.DoesNotExist, ValueError, TypeError):
+        (group,) = _locked_group.run(uuid.UUID(str(group_id)))
+    except (ValueError, TypeError):
         raise ObjectNotFound(f"Group {group_id} not found") from None
+    return group
 
 
 def _save_unique(
-    obj: User | Group, *, field: str, label: str, update_fields: list[str] | None = None, renamed: bool = True
+    obj: User | Group, *, field: str, label: str, update_fields: list[str] | None = None
 ) -> None:
-    """Save, turning a lost race on a unique index into UniquenessConflict.
+    """Insert a new object or save a changed one; a value taken in its unique index is UniquenessConflict.
 
-    The savepoint that lets the transaction go on after such a race costs two
-    round trips, so an update that leaves the unique column alone skips it.
+    The index decides, so no query looks first and a lost race reads the same. No
+    savepoint either: the conflict ends the service, whose transaction rolls back
+    (to its own savepoint when it runs inside a caller's transaction).
     """
-    if not renamed:
-        obj.save(update_fields=update_fields)
-        return
     try:
-        with transaction.atomic():
-            obj.save(update_fields=update_fields)
+        if obj._state.adding:
+            bulk_sql.insert_many(type(obj), [obj])
+        elif update_fields is not None:
+            bulk_sql.update_fields(obj, update_fields)
+        else:
+            obj.save()
     except IntegrityError as exc:
         conflict = extensions.conflict_from(exc)
         if conflict is not None:
@@ -284,27 +302,23 @@ def _current_values(user: User, kinds: Iterable[str]) -> dict[str, list[dict[str
 def _write_values(user: User, values: dict[str, list[dict[str, Any]]], *, replace: bool) -> None:
     if replace:
         UserValue.objects.filter(user=user, kind__in=list(values)).delete()
-    UserValue.objects.bulk_create(
+    bulk_sql.insert_many(
+        UserValue,
         [
             UserValue(user=user, kind=kind, position=position, **entry)
             for kind, items in values.items()
             for position, entry in enumerate(items)
         ],
-        batch_size=500,
     )
 
 
 # --- users ---------------------------------------------------------------------
 
 
-def _check_user_name(user_name: Any, *, exclude: uuid.UUID | None = None) -> None:
+def _check_user_name(user_name: Any) -> None:
+    # Whether another user has it is the unique index's call (see _save_unique).
     if not isinstance(user_name, str) or not user_name.strip():
         raise InvalidValue("userName is required", field="user_name")
-    taken = User.objects.filter(user_name__lower=user_name.lower())
-    if exclude is not None:
-        taken = taken.exclude(pk=exclude)
-    if taken.exists():
-        raise UniquenessConflict(f"userName {user_name!r} is already taken", field="user_name")
 
 
 def _check_manager(manager_id: Any, *, user_id: uuid.UUID | None) -> None:
@@ -327,14 +341,20 @@ def user_create(
 ) -> User:
     """Create a user with its multi-valued attributes; record `created`."""
     user, clean_values, changes = _prepare_user(user_name, password, values, attributes)
-    _check_user_name(user.user_name)
     _check_manager(user.manager_id, user_id=None)
     extensions.check_unique("user", user.extensions, current=None, exclude=None)
     _save_unique(user, field="user_name", label="userName")
     _write_values(user, clean_values, replace=False)
-    ChangeEvent.objects.create(**_event_fields(user, ChangeEvent.Kind.CREATED))
+    _event(user, ChangeEvent.Kind.CREATED)
     _audit(actor, "create", user, changes)
     return user
+
+
+@functools.cache
+def _user_defaults() -> dict[str, Any]:
+    """What a new User holds for each service field before any is set (the audit records the rest)."""
+    blank = User()
+    return {field: getattr(blank, field) for field in USER_FIELDS}
 
 
 def _prepare_user(
@@ -352,11 +372,11 @@ def _prepare_user(
     user = User(user_name=user_name, **attributes)
     if password:
         user.password = make_password(password)
-    blank = User()
+    blank = _user_defaults()
     changes = {
         field: [None, _jsonable(getattr(user, field))]
         for field in sorted(USER_FIELDS)
-        if getattr(user, field) != getattr(blank, field)
+        if getattr(user, field) != blank[field]
     }
     changes = _redact_extensions("user", changes)
     changes.update({kind: [None, items] for kind, items in clean_values.items() if items})
@@ -416,37 +436,36 @@ def users_create_many(*, actor: Actor, users: Sequence[NewUser]) -> list[User | 
         accepted.append(prepared[id(result)])
     try:
         with transaction.atomic():
-            User.objects.bulk_create([user for user, _, _ in accepted], batch_size=1000)
+            bulk_sql.insert_many(User, [user for user, _, _ in accepted])
     except IntegrityError:
         raise UniquenessConflict("A userName in the batch was taken meanwhile", field="user_name") from None
-    UserValue.objects.bulk_create(
+    bulk_sql.insert_values(
+        UserValue,
         [
-            UserValue(user=user, kind=kind, position=position, **entry)
+            {"user_id": user.pk, "kind": kind, "position": position, **entry}
             for user, values, _ in accepted
             for kind, items in values.items()
             for position, entry in enumerate(items)
         ],
-        batch_size=1000,
     )
-    ChangeEvent.objects.bulk_create(
-        [ChangeEvent(**_event_fields(user, ChangeEvent.Kind.CREATED)) for user, _, _ in accepted],
-        batch_size=1000,
+    bulk_sql.insert_values(
+        ChangeEvent, [_event_fields(user, ChangeEvent.Kind.CREATED) for user, _, _ in accepted]
     )
-    AuditEntry.objects.bulk_create(
+    bulk_sql.insert_values(
+        AuditEntry,
         [
-            AuditEntry(
-                actor_type=actor.type,
-                actor_id=actor.id,
-                actor_name=actor.name,
-                action="create",
-                object_type=ChangeEvent.ObjectType.USER,
-                object_id=user.pk,
-                object_repr=str(user)[:255],
-                changes=changes,
-            )
+            {
+                "actor_type": actor.type,
+                "actor_id": actor.id,
+                "actor_name": actor.name,
+                "action": "create",
+                "object_type": ChangeEvent.ObjectType.USER,
+                "object_id": user.pk,
+                "object_repr": str(user)[:255],
+                "changes": changes,
+            }
             for user, _, changes in accepted
         ],
-        batch_size=1000,
     )
     return results
 
@@ -491,12 +510,11 @@ def user_update(
         if old != new:
             diff[field] = [_jsonable(old), _jsonable(new)]
     if "user_name" in diff:
-        _check_user_name(changes["user_name"], exclude=user.pk)
+        _check_user_name(changes["user_name"])
     if "manager_id" in diff:
         _check_manager(changes["manager_id"], user_id=user.pk)
-    unique_extension_changed = "extensions" in diff and extensions.check_unique(
-        "user", changes["extensions"], current=user.extensions, exclude=user.pk
-    )
+    if "extensions" in diff:
+        extensions.check_unique("user", changes["extensions"], current=user.extensions, exclude=user.pk)
 
     clean_values = normalise_values(values or {})
     if clean_values:
@@ -516,8 +534,13 @@ def user_update(
         user.password = make_password(password) if password else ""
     user.version += 1
     user.last_modified = timezone.now()
+    changed_fields = [field for field in changes if field in diff]
     _save_unique(
-        user, field="user_name", label="userName", renamed="user_name" in diff or unique_extension_changed
+        user,
+        field="user_name",
+        label="userName",
+        update_fields=[*changed_fields, "version", "last_modified"]
+        + (["password"] if password is not _UNSET else []),
     )
     changed_kinds = {kind: items for kind, items in clean_values.items() if kind in diff}
     if changed_kinds:
@@ -527,7 +550,7 @@ def user_update(
         kind = ChangeEvent.Kind.ACTIVATED if user.active else ChangeEvent.Kind.DEACTIVATED
     else:
         kind = ChangeEvent.Kind.UPDATED
-    ChangeEvent.objects.create(**_event_fields(user, kind))
+    _event(user, kind)
     _audit(actor, {"activated": "activate", "deactivated": "deactivate"}.get(kind, "update"), user, diff)
     return user
 
@@ -564,7 +587,7 @@ def user_delete(*, actor: Actor, user_id: uuid.UUID, expected_version: int | Non
         )
 
     user.version += 1
-    ChangeEvent.objects.create(**_event_fields(user, ChangeEvent.Kind.DELETED))
+    _event(user, ChangeEvent.Kind.DELETED)
     _audit(actor, "delete", user, {"user_name": [user.user_name, None]})
     user.delete()
 
@@ -572,14 +595,10 @@ def user_delete(*, actor: Actor, user_id: uuid.UUID, expected_version: int | Non
 # --- groups --------------------------------------------------------------------
 
 
-def _check_display_name(display_name: Any, *, exclude: uuid.UUID | None = None) -> None:
+def _check_display_name(display_name: Any) -> None:
+    # Whether another group has it is the unique index's call (see _save_unique).
     if not isinstance(display_name, str) or not display_name.strip():
         raise InvalidValue("displayName is required", field="display_name")
-    taken = Group.objects.filter(display_name__lower=display_name.lower())
-    if exclude is not None:
-        taken = taken.exclude(pk=exclude)
-    if taken.exists():
-        raise UniquenessConflict(f"Group displayName {display_name!r} is already taken", field="display_name")
 
 
 def _check_group_kind(group: Group, explicit: Mapping[str, Any]) -> None:
@@ -618,7 +637,7 @@ def group_create(
         for field in sorted(GROUP_FIELDS)
         if getattr(group, field) != getattr(blank, field)
     }
-    ChangeEvent.objects.create(**_event_fields(group, ChangeEvent.Kind.CREATED))
+    _event(group, ChangeEvent.Kind.CREATED)
     _audit(actor, "create", group, changes)
     # A group nobody can see yet cannot close a cycle: no nesting lock needed.
     if member_user_ids or member_group_ids:
@@ -641,10 +660,9 @@ def group_update(
         field: [getattr(group, field), new] for field, new in changes.items() if getattr(group, field) != new
     }
     if "display_name" in diff:
-        _check_display_name(changes["display_name"], exclude=group.pk)
-    unique_extension_changed = "extensions" in diff and extensions.check_unique(
-        "group", changes["extensions"], current=group.extensions, exclude=group.pk
-    )
+        _check_display_name(changes["display_name"])
+    if "extensions" in diff:
+        extensions.check_unique("group", changes["extensions"], current=group.extensions, exclude=group.pk)
     for field, new in changes.items():
         setattr(group, field, new)
     was_mail_enabled = group.mail_enabled
@@ -659,9 +677,9 @@ def group_update(
         group,
         field="display_name",
         label="Group displayName",
-        renamed="display_name" in diff or unique_extension_changed,
+        update_fields=[*diff, "version", "last_modified"],
     )
-    ChangeEvent.objects.create(**_event_fields(group, ChangeEvent.Kind.UPDATED))
+    _event(group, ChangeEvent.Kind.UPDATED)
     _audit(actor, "update", group, diff)
     return group
 
@@ -675,7 +693,7 @@ def group_delete(*, actor: Actor, group_id: uuid.UUID, expected_version: int | N
         version=F("version") + 1, last_modified=timezone.now()
     )
     group.version += 1
-    ChangeEvent.objects.create(**_event_fields(group, ChangeEvent.Kind.DELETED))
+    _event(group, ChangeEvent.Kind.DELETED)
     _audit(actor, "delete", group, {"display_name": [group.display_name, None]})
     group.delete()
 
@@ -695,6 +713,20 @@ def _missing(model: type[User] | type[Group], ids: list[uuid.UUID]) -> list[uuid
         return []
     found = set(model.objects.filter(pk__in=ids).values_list("pk", flat=True))
     return [member for member in ids if member not in found]
+
+
+def _check_missing(user_ids: list[uuid.UUID], group_ids: list[uuid.UUID]) -> None:
+    missing = _missing(User, user_ids) + _missing(Group, group_ids)
+    if missing:
+        raise InvalidValue(
+            f"No such member(s): {', '.join(str(member) for member in missing)}", field="members"
+        )
+
+
+def _cycle(group: Group) -> MembershipCycle:
+    return MembershipCycle(
+        f"Adding these groups to {group.display_name!r} would make it contain itself", field="members"
+    )
 
 
 def _lock_nesting() -> None:
@@ -719,25 +751,26 @@ def _add_members(
     bump_version: bool = True,
 ) -> int:
     users, groups = _unique(user_ids), _unique(group_ids)
-    missing = _missing(User, users) + _missing(Group, groups)
-    if missing:
-        raise InvalidValue(
-            f"No such member(s): {', '.join(str(member) for member in missing)}", field="members"
-        )
-    if groups:
-        if group.pk in groups or membership_sql.nested_group_reaches(start_ids=groups, target_id=group.pk):
-            raise MembershipCycle(
-                f"Adding these groups to {group.display_name!r} would make it contain itself", field="members"
-            )
-
+    if group.pk in groups:
+        _check_missing(users, groups)
+        raise _cycle(group)
+    # The inserts skip ids that are no user or group (and members already there); only when
+    # something was skipped does a query tell which, so the common case costs no lookup.
     added_users = membership_sql.insert_members(group_id=group.pk, column="member_user_id", ids=users)
     added_groups = membership_sql.insert_members(group_id=group.pk, column="member_group_id", ids=groups)
+    if len(added_users) < len(users) or len(added_groups) < len(groups):
+        _check_missing(
+            [member for member in users if member not in set(added_users)],
+            [member for member in groups if member not in set(added_groups)],
+        )
+    if added_groups and membership_sql.nested_group_reaches(start_ids=added_groups, target_id=group.pk):
+        raise _cycle(group)
     if not added_users and not added_groups:
         return 0
     if bump_version:
         group.version += 1
         group.last_modified = timezone.now()
-        group.save(update_fields=["version", "last_modified"])
+        bulk_sql.update_fields(group, ["version", "last_modified"])
     _record_membership(actor, group, ChangeEvent.Kind.MEMBER_ADDED, added_users, added_groups)
     return len(added_users) + len(added_groups)
 
@@ -755,10 +788,10 @@ def _record_membership(
         "kind": kind,
         "version": group.version,
     }
-    ChangeEvent.objects.bulk_create(
+    bulk_sql.insert_many(
+        ChangeEvent,
         [ChangeEvent(**common, member_type=ChangeEvent.ObjectType.USER, member_id=m) for m in user_ids]
         + [ChangeEvent(**common, member_type=ChangeEvent.ObjectType.GROUP, member_id=m) for m in group_ids],
-        batch_size=1000,
     )
     added = kind == ChangeEvent.Kind.MEMBER_ADDED
     verb = "added" if added else "removed"
@@ -816,7 +849,7 @@ def membership_remove(
         return 0
     group.version += 1
     group.last_modified = timezone.now()
-    group.save(update_fields=["version", "last_modified"])
+    bulk_sql.update_fields(group, ["version", "last_modified"])
     _record_membership(actor, group, ChangeEvent.Kind.MEMBER_REMOVED, removed_users, removed_groups)
     return len(removed_users) + len(removed_groups)
 

@@ -20,13 +20,13 @@ whatever the registry says is boolean, and a new extension attribute needs no ch
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from scim_api.filter_parser import FilterSyntaxError, parse_filter, parse_path, scan, split_path
+from scim_api.projection import json_copy
 from scim_api.schema import (
     COMMON_SCHEMA,
     CORE_GROUP,
@@ -185,7 +185,7 @@ def normalize_patch(body: Any, resource_type: ResourceType, *, resource_id: str 
     if not isinstance(body, dict):
         return Normalized(body)
     ctx = _Context(resource_type, "PATCH", resource_id)
-    message = _message_key_case(copy.deepcopy(body), _PATCH_KEYS, ctx)
+    message = _message_key_case(json_copy(body), _PATCH_KEYS, ctx)
     message = _drop_stray_keys(message, _PATCH_KEYS, ctx)
     operations = message.get("Operations")
     if isinstance(operations, list):
@@ -202,7 +202,7 @@ def normalize_resource(
     if not isinstance(body, dict):
         return Normalized(body)
     ctx = _Context(resource_type, method, resource_id)
-    resource = _message_key_case(copy.deepcopy(body), ("schemas",), ctx)
+    resource = _message_key_case(json_copy(body), ("schemas",), ctx)
     for step in (
         _drop_non_urn_schemas,
         _drop_readonly_input,

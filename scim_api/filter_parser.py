@@ -11,6 +11,7 @@ mean one element that satisfies everything, which is what clients intend by
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -135,9 +136,13 @@ def _string_value(token: _Token) -> str:
     return value
 
 
+# One regex search runs in C; every string of every request body goes through it.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def is_storable_text(value: str) -> bool:
     """No NUL (PostgreSQL text cannot hold one) and no lone UTF-16 surrogate (not encodable as UTF-8)."""
-    return "\x00" not in value and not any("\ud800" <= char <= "\udfff" for char in value)
+    return _UNSTORABLE.search(value) is None
 
 
 class _Parser:
@@ -256,6 +261,9 @@ class _Parser:
         raise FilterSyntaxError(f"Expected a value at position {token.position + 1}, found {token.text!r}")
 
 
+# One request's filter is looked at by the dialect rewriter, the unique-attribute lookup and the
+# compiler; the tree is immutable, so it is parsed once and shared.
+@functools.lru_cache(maxsize=1024)
 def parse_filter(text: str) -> Node:
     """Parse a `filter` query parameter (or a SearchRequest's filter) into an AST, within the limits above."""
     if len(text) > MAX_FILTER_LENGTH:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from directory.columns import ENTERPRISE_COLUMNS, NAME_COLUMNS, USER_COLUMNS
 from directory.exceptions import InvalidValue
 from directory.models import Group, User, UserValue
+from directory.selectors import StoredValue
 from scim_api.exceptions import ScimError
 from scim_api.schema import (
     COMMON_SCHEMA,
@@ -105,7 +106,7 @@ def _put(target: dict[str, Any], key: str, value: Any) -> None:
 # --- users --------------------------------------------------------------------------------
 
 
-def _value_to_scim(value: UserValue) -> dict[str, Any]:
+def _value_to_scim(value: UserValue | StoredValue) -> dict[str, Any]:
     element: dict[str, Any] = {}
     if value.kind == UserValue.Kind.ADDRESSES:
         for part in ADDRESS_PARTS:
@@ -122,7 +123,7 @@ def _value_to_scim(value: UserValue) -> dict[str, Any]:
 def user_to_scim(
     user: User,
     *,
-    values: Iterable[UserValue],
+    values: Iterable[UserValue | StoredValue],
     base_url: str,
     groups: Iterable[GroupRef] | None = None,
     manager_display: str | None = None,

@@ -110,9 +110,16 @@ class Schema:
     description: str
     attributes: tuple[Attribute, ...]
 
+    @cached_property
+    def _attributes_by_name(self) -> dict[str, Attribute]:
+        # Looked up for every key of every request body: a dict, not a scan.
+        by_name: dict[str, Attribute] = {}
+        for attr in self.attributes:
+            by_name.setdefault(attr.name.lower(), attr)
+        return by_name
+
     def attribute(self, name: str) -> Attribute | None:
-        lowered = name.lower()
-        return next((attr for attr in self.attributes if attr.name.lower() == lowered), None)
+        return self._attributes_by_name.get(name.lower())
 
     def to_scim(self, base_url: str) -> dict[str, Any]:
         return {

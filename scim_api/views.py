@@ -10,7 +10,8 @@ import re
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from functools import cached_property
+from typing import Any, TypeVar
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -27,6 +28,7 @@ from scim_api import bulk, cursors, dialects, mapping
 from scim_api.authentication import ScimScopePermission, ScimTokenAuthentication
 from scim_api.conf import scim_setting
 from scim_api.exceptions import SCIM_CONTENT_TYPE, ScimError, exception_handler
+from scim_api.filter_parser import Comparison, FilterSyntaxError, Node, parse_filter
 from scim_api.filters import InvalidFilter, compile_filter
 from scim_api.models import ScimClient
 from scim_api.pagination import Page
@@ -60,12 +62,17 @@ class ScimAPIView(APIView):
     def get_exception_handler(self) -> Any:
         return exception_handler
 
-    @property
+    # A view instance serves one request: both are worked out once, not per rendered resource.
+    @cached_property
     def base_url(self) -> str:
         return self.request.build_absolute_uri("/scim/v2").rstrip("/")
 
     def params(self) -> dict[str, str]:
         # Parameter names compare case-insensitively: clients write startindex, StartIndex...
+        return dict(self._params)
+
+    @cached_property
+    def _params(self) -> dict[str, str]:
         return {key.lower(): value for key, value in self.request.query_params.items()}
 
 
@@ -136,19 +143,42 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
         """POST /Users/.search: the query in a SearchRequest body, kept out of URLs and logs (§3.4.3)."""
         return self.search(search_params(self.body()))
 
-    def filtered(self, params: dict[str, Any]) -> QuerySet[Any]:
-        queryset = self.queryset()
+    def filter_text(self, params: dict[str, Any]) -> str | None:
+        """The filter with the client's dialect rewritten (and the rewrites counted); None without one."""
         text = params.get("filter")
-        if text not in (None, ""):
-            text, fired = dialects.normalize_filter(str(text), self.resource_type)
-            if fired:
-                dialect_rewrites_record(client=self.client, names=fired)
+        if text in (None, ""):
+            return None
+        text, fired = dialects.normalize_filter(str(text), self.resource_type)
+        if fired:
+            dialect_rewrites_record(client=self.client, names=fired)
+        return text
+
+    def filtered(self, params: dict[str, Any], projection: Projection | None = None) -> QuerySet[Any]:
+        return self.filtered_by(self.filter_text(params), projection)
+
+    def filtered_by(self, text: str | None, projection: Projection | None = None) -> QuerySet[Any]:
+        queryset = self.queryset(projection)
+        if text is not None:
             queryset = queryset.filter(compile_filter(text, self.resource_type))
         return queryset
 
+    def unique_match(self, node: Node, projection: Projection) -> list[Any] | None:
+        """The rows of a filter that names one resource by a unique attribute; None for other filters."""
+        return None
+
     def search(self, params: dict[str, Any]) -> Response:
         projection = self.projection(params)
-        queryset = self.filtered(params)
+        text = self.filter_text(params)
+        if text is not None and "cursor" not in params and not params.get("sortby"):
+            # `userName eq "…"`, which provisioning clients send before creating each user: at most
+            # one row, found by a lookup compiled once per process rather than a query built per
+            # request. Anything else takes the general path below.
+            page = Page.from_params(params)
+            node = _parsed(text) if page.start_index == 1 and page.count else None
+            rows = self.unique_match(node, projection) if node is not None else None
+            if rows is not None:
+                return self.list_response(rows, projection, total=len(rows), start_index=1)
+        queryset = self.filtered_by(text, projection)
         if "cursor" in params:
             return self.cursor_search(params, queryset, projection)
         page = Page.from_params(params)
@@ -158,12 +188,17 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
             total = len(rows)  # a short first page is the whole result: no COUNT needed
         else:
             total = queryset.count()
+        return self.list_response(rows, projection, total=total, start_index=page.start_index)
+
+    def list_response(
+        self, rows: list[Any], projection: Projection, *, total: int, start_index: int
+    ) -> Response:
         resources = [projection.apply(resource) for resource in self.render(rows, projection)]
         body = {
             "schemas": [LIST_RESPONSE],
             "totalResults": total,
             "itemsPerPage": len(resources),
-            "startIndex": page.start_index,
+            "startIndex": start_index,
             "Resources": resources,
         }
         return Response(body, content_type=SCIM_CONTENT_TYPE)
@@ -214,11 +249,20 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
 
     # --- hooks for each resource type --------------------------------------------------
 
-    def queryset(self) -> QuerySet[Any]:
+    def queryset(self, projection: Projection | None = None) -> QuerySet[Any]:
+        """All resources of the type, loaded with what `projection` (when known) will render."""
         raise NotImplementedError
 
     def render(self, rows: list[Any], projection: Projection) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+
+def _parsed(text: str) -> Node | None:
+    """The filter's syntax tree, or None when it does not parse (the general path reports why)."""
+    try:
+        return parse_filter(text)
+    except FilterSyntaxError:
+        return None
 
 
 def _version_of(tag: str) -> int | None:
@@ -239,44 +283,64 @@ def _uuid(value: str) -> uuid.UUID:
 class UsersViewSet(ScimViewSet):
     resource_type = USER
 
-    def queryset(self) -> QuerySet[User]:
-        return selectors.user_list()
+    def queryset(self, projection: Projection | None = None) -> QuerySet[User]:
+        return selectors.user_list(with_groups=projection is not None and projection.includes("groups"))
 
     def render(self, rows: list[User], projection: Projection) -> list[dict[str, Any]]:
-        groups = (
-            selectors.user_group_refs(user_ids=[user.pk for user in rows])
-            if projection.includes("groups")
-            else {}
-        )
+        with_groups = projection.includes("groups")
+        # Rows loaded for this projection carry their groups; others (a root search) get one query.
+        unloaded = [user.pk for user in rows if with_groups and not hasattr(user, "stored_groups")]
+        groups = selectors.user_group_refs(user_ids=unloaded) if unloaded else {}
         return [
             mapping.user_to_scim(
                 user,
-                values=user.values.all(),
+                values=selectors.user_values(user),
                 base_url=self.base_url,
                 groups=(
-                    [mapping.GroupRef(*ref) for ref in groups.get(user.pk, [])]
-                    if projection.includes("groups")
+                    [
+                        mapping.GroupRef(*ref)
+                        for ref in (
+                            groups[user.pk] if user.pk in groups else selectors.user_groups_loaded(user)
+                        )
+                    ]
+                    if with_groups
                     else None
                 ),
-                manager_display=(user.manager.display_name or user.manager.user_name)
-                if user.manager
-                else None,
+                manager_display=getattr(user, "manager_display", None),
             )
             for user in rows
         ]
 
-    def _get(self, user_id: uuid.UUID) -> User:
-        return selectors.user_get(user_id=user_id)
+    def unique_match(self, node: Node, projection: Projection) -> list[Any] | None:
+        if not (
+            isinstance(node, Comparison)
+            and node.op.lower() == "eq"
+            and isinstance(node.value, str)
+            and node.value  # `eq ""` means "has no userName": the general path handles it
+        ):
+            return None
+        try:
+            path = get_registry().resolve(USER, node.path)
+        except UnknownAttribute:
+            return None
+        if path.is_extension or path.sub_attribute is not None or path.attribute.name != "userName":
+            return None
+        return selectors.users_by_user_name(user_name=node.value, with_groups=projection.includes("groups"))
+
+    def _get(self, user_id: uuid.UUID, projection: Projection | None = None) -> User:
+        return selectors.user_get(
+            user_id=user_id, with_groups=projection is not None and projection.includes("groups")
+        )
 
     def _respond(self, user_id: uuid.UUID, projection: Projection, status: int = 200) -> Response:
-        user = self._get(user_id)
+        user = self._get(user_id, projection)
         return self.resource_response(
             self.render([user], projection)[0], projection, status=status, version=user.version
         )
 
     def retrieve(self, request: Request, pk: str) -> Response:
         projection = self.projection()
-        user = self._get(_uuid(pk))
+        user = self._get(_uuid(pk), projection)
         cached = self.not_modified(user.version)
         if cached is not None:
             return cached
@@ -291,7 +355,14 @@ class UsersViewSet(ScimViewSet):
         user = services.user_create(
             actor=self.actor, user_name=user_name, password=data.password, values=data.values, **fields
         )
-        return self._respond(user.pk, projection, status=201)
+        if user.manager_id is not None:
+            return self._respond(user.pk, projection, status=201)  # the manager's name needs a read
+        # Everything else the response shows was just written (a new user is in no group): render
+        # it without reading it back.
+        selectors.user_loaded(user, values=services.normalise_values(data.values))
+        return self.resource_response(
+            self.render([user], projection)[0], projection, status=201, version=user.version
+        )
 
     def update(self, request: Request, pk: str) -> Response:
         projection = self.projection()
@@ -315,31 +386,42 @@ class UsersViewSet(ScimViewSet):
         user_id = _uuid(pk)
         body = self.body()
         expected = self.expected_version()
-        self.normalised(
-            _with_retries(
-                lambda locked: self._patch_user(user_id, body, expected, locked=locked),
-                one_write=True,
-                lock_first=expected is not None,
-            )
+        respond = scim_setting("USER_PATCH_RETURNS_RESOURCE") or projection.explicit
+        with_groups = respond and projection.includes("groups")
+        normalized, patched = _with_retries(
+            lambda locked: self._patch_user(user_id, body, expected, locked=locked, with_groups=with_groups),
+            lock_first=expected is not None,
         )
-        if scim_setting("USER_PATCH_RETURNS_RESOURCE") or projection.explicit:
+        self.normalised(normalized)
+        if not respond:
+            return Response(status=204)
+        if patched is None:
             return self._respond(user_id, projection)
-        return Response(status=204)
+        return self.resource_response(
+            self.render([patched], projection)[0], projection, version=patched.version
+        )
 
     def _patch_user(
-        self, user_id: uuid.UUID, body: dict[str, Any], expected: int | None, *, locked: bool
-    ) -> dialects.Normalized:
-        user = selectors.user_get(user_id=user_id, for_update=locked)
+        self,
+        user_id: uuid.UUID,
+        body: dict[str, Any],
+        expected: int | None,
+        *,
+        locked: bool,
+        with_groups: bool,
+    ) -> tuple[dialects.Normalized, User | None]:
+        """One attempt; returns the user as written (None when only a read can tell, see user_as_written)."""
+        user = selectors.user_get(user_id=user_id, for_update=locked, with_groups=with_groups)
         if expected is not None and expected != user.version:
             raise ScimError(f"The user is at version {user.version}, not {expected}.", status=412)
-        current = mapping.user_to_scim(user, values=user.values.all(), base_url=self.base_url)
+        current = mapping.user_to_scim(user, values=selectors.user_values(user), base_url=self.base_url)
         normalized = dialects.normalize_patch(body, USER, resource_id=str(user.pk))
         result = apply_patch(USER, current, normalized.body)
         before = mapping.user_from_scim(current, mode="patch")
         after = mapping.user_from_scim(result.resource, mode="patch")
         extra = {"password": after.password} if after.password_given else {}
         values = {kind: items for kind, items in after.values.items() if before.values.get(kind) != items}
-        services.user_update(
+        written = services.user_update(
             actor=self.actor,
             user_id=user_id,
             expected_version=user.version,
@@ -347,7 +429,12 @@ class UsersViewSet(ScimViewSet):
             **_changed(before.fields, after.fields),
             **extra,
         )
-        return normalized
+        # The write checked that nobody changed the user since it was read, so the read and the
+        # write together are what a read now would return.
+        as_written = selectors.user_as_written(
+            read=user, written=written, replaced=services.normalise_values(values)
+        )
+        return normalized, as_written
 
     def destroy(self, request: Request, pk: str) -> Response:
         services.user_delete(actor=self.actor, user_id=_uuid(pk), expected_version=self.expected_version())
@@ -387,7 +474,7 @@ class MeViewSet(UsersViewSet):
 class GroupsViewSet(ScimViewSet):
     resource_type = GROUP
 
-    def queryset(self) -> QuerySet[Group]:
+    def queryset(self, projection: Projection | None = None) -> QuerySet[Group]:
         return Group.objects.all()
 
     def render(self, rows: list[Group], projection: Projection) -> list[dict[str, Any]]:
@@ -475,7 +562,7 @@ class GroupsViewSet(ScimViewSet):
     def _patch_group(
         self, group_id: uuid.UUID, body: dict[str, Any], expected: int | None, *, locked: bool
     ) -> dialects.Normalized:
-        """One attempt: attribute changes, then member changes (the caller's transaction)."""
+        """One attempt: attribute changes, then member changes, in one transaction."""
         group = selectors.group_get(group_id=group_id, for_update=locked)
         if expected is not None and expected != group.version:
             raise ScimError(f"The group is at version {group.version}, not {expected}.", status=412)
@@ -485,23 +572,36 @@ class GroupsViewSet(ScimViewSet):
         before = mapping.group_from_scim(current, mode="patch")
         after = mapping.group_from_scim(result.resource, mode="patch")
         changes = _changed(before.fields, after.fields)
-        if changes:
-            services.group_update(
-                actor=self.actor, group_id=group_id, expected_version=group.version, **changes
-            )
         delta = result.members
+        writes: list[Callable[[], object]] = []
+        if changes:
+            writes.append(
+                lambda: services.group_update(
+                    actor=self.actor, group_id=group_id, expected_version=group.version, **changes
+                )
+            )
         if delta.replace is not None:
-            _replace_members(self.actor, group_id, _member_refs(delta.replace))
+            wanted = _member_refs(delta.replace)
+            writes.append(lambda: _replace_members(self.actor, group_id, wanted))
         if delta.remove:
             removed = [_uuid_member(value) for value in delta.remove]
-            services.membership_remove(
-                actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed
+            writes.append(
+                lambda: services.membership_remove(
+                    actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed
+                )
             )
         if delta.add:
             user_ids, group_ids = _split_members(_member_refs(delta.add))
-            services.membership_add(
-                actor=self.actor, group_id=group_id, user_ids=user_ids, group_ids=group_ids
+            writes.append(
+                lambda: services.membership_add(
+                    actor=self.actor, group_id=group_id, user_ids=user_ids, group_ids=group_ids
+                )
             )
+        # A service call is a transaction of its own; several (or a replace, which reads then
+        # writes) share one, so the PATCH lands whole or not at all.
+        with transaction.atomic() if len(writes) > 1 or delta.replace is not None else nullcontext():
+            for write in writes:
+                write()
         return normalized
 
     def destroy(self, request: Request, pk: str) -> Response:
@@ -509,26 +609,26 @@ class GroupsViewSet(ScimViewSet):
         return Response(status=204)
 
 
+T = TypeVar("T")
+
 # How often a PATCH is read and applied optimistically before it takes a lock.
 _OPTIMISTIC_ATTEMPTS = 2
 
 
-def _with_retries(
-    attempt: Callable[[bool], dialects.Normalized], *, one_write: bool = False, lock_first: bool = False
-) -> dialects.Normalized:
-    """Run a read-patch-write attempt in a transaction until it lands.
+def _with_retries(attempt: Callable[[bool], T], *, lock_first: bool = False) -> T:
+    """Run a read-patch-write attempt until it lands.
 
     The first attempts read without locking and write only if nobody wrote the
     resource in between (the services check the version read); the last one
-    locks the row first, so a busy resource still gets every PATCH applied,
-    one after another, and never a 412 the client did not ask for.
+    locks the row first, in a transaction that also holds its writes, so a busy
+    resource still gets every PATCH applied, one after another, and never a 412
+    the client did not ask for. An unlocked attempt opens a transaction only for
+    several writes: a single service call is one already.
     """
     # With If-Match, the version must be checked under the lock that the writes then hold.
     for _ in range(0 if lock_first else _OPTIMISTIC_ATTEMPTS):
         try:
-            # An attempt that makes one service call needs no transaction of its own: the service is one.
-            with nullcontext() if one_write else transaction.atomic():
-                return attempt(False)
+            return attempt(False)
         except VersionMismatch:
             continue
     with transaction.atomic():

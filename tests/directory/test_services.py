@@ -66,6 +66,76 @@ def test_user_create_writes_values_one_event_and_one_audit_entry(actor):
     assert entry.changes["password"] == [None, services.REDACTED]
 
 
+def test_users_create_many_writes_each_user_as_user_create_would(actor):
+    services.user_create(actor=actor, user_name="taken@example.com")
+    results = services.users_create_many(
+        actor=actor,
+        users=[
+            services.NewUser(
+                "ada@example.com",
+                "a long secret passphrase",
+                {
+                    "emails": [
+                        {"value": "ada@example.com", "type": "work", "primary": True},
+                        {"value": "ada@home.example", "type": "home"},
+                    ],
+                    "addresses": [{"type": "work", "address": {"locality": "London", "country": "GB"}}],
+                },
+                {
+                    "given_name": "Ada",
+                    "department": "Research",
+                    "extensions": {"urn:x:hr:1.0:User": {"b": "1"}},
+                },
+            ),
+            services.NewUser("TAKEN@example.com"),
+            services.NewUser("grace@example.com", attributes={"active": "yes"}),
+            services.NewUser("Grace@Example.com"),
+        ],
+    )
+
+    ada, taken, bad, grace = results
+    assert isinstance(taken, UniquenessConflict)
+    assert isinstance(bad, InvalidValue)
+    assert isinstance(ada, User)
+    assert isinstance(grace, User)
+    stored = User.objects.get(pk=ada.pk)
+    assert (stored.given_name, stored.department, stored.version) == ("Ada", "Research", 1)
+    assert stored.extensions == {"urn:x:hr:1.0:User": {"b": "1"}}
+    assert stored.password.startswith("argon2$")
+    assert stored.created == ada.created
+    assert list(stored.values.filter(kind="emails").values_list("value", "type", "primary", "position")) == [
+        ("ada@example.com", "work", True, 0),
+        ("ada@home.example", "home", False, 1),
+    ]
+    assert stored.values.get(kind="addresses").address == {"locality": "London", "country": "GB"}
+    assert _events(ada) == [("created", 1)]
+    assert _events(grace) == [("created", 1)]
+    entry = AuditEntry.objects.get(object_id=ada.pk)
+    assert (entry.actor_type, entry.actor_name, entry.action) == ("operator", "alice-operator", "create")
+    assert entry.changes["department"] == [None, "Research"]
+    assert entry.changes["password"] == [None, services.REDACTED]
+    assert User.objects.filter(user_name__iexact="grace@example.com").count() == 1
+
+
+def test_users_create_many_that_loses_a_race_on_a_user_name_writes_nothing(actor, monkeypatch):
+    services.user_create(actor=actor, user_name="raced@example.com")
+    before = _counts()
+    # The name was free when checked, and taken before the insert: the unique index decides.
+    monkeypatch.setattr(services, "_taken_user_names", lambda names: set())
+
+    with pytest.raises(UniquenessConflict):
+        services.users_create_many(
+            actor=actor,
+            users=[
+                services.NewUser("new@example.com", values={"emails": [{"value": "n@x.com"}]}),
+                services.NewUser("RACED@example.com"),
+            ],
+        )
+
+    assert _counts() == before
+    assert not UserValue.objects.filter(value="n@x.com").exists()
+
+
 def test_user_password_is_hashed_with_argon2_and_never_in_the_audit_trail(actor):
     user = services.user_create(actor=actor, user_name="pw", password="s3cret-Passphrase!")
     services.user_update(actor=actor, user_id=user.pk, password="an0ther-Passphrase!")

@@ -1,5 +1,6 @@
 """/Users over HTTP, with the request shapes Microsoft Entra and Okta really send."""
 
+import json
 from http import HTTPStatus
 
 import pytest
@@ -49,6 +50,29 @@ def _create(scim, body=ENTRA_CREATE):  # type: ignore[no-untyped-def]
 
 
 # --- create -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ENTRA_CREATE,
+        OKTA_CREATE,
+        {
+            "schemas": [CORE, ENTERPRISE, "urn:example:hr:1.0:User"],
+            "userName": "carol@example.com",
+            "addresses": [{"type": "work", "locality": "Leeds", "country": "GB", "primary": True}],
+            "phoneNumbers": [{"value": "+44 1", "type": "mobile"}, {"value": "+44 2", "type": "work"}],
+            ENTERPRISE: {"employeeNumber": "7", "department": "R&D"},
+            "urn:example:hr:1.0:User": {"badge": "B-1"},
+        },
+    ],
+)
+def test_a_created_user_is_answered_exactly_as_it_reads_back(scim, body):
+    created = scim.post("Users", body)
+    assert created.status == HTTPStatus.CREATED, created
+    again = scim.get(f"Users/{created.body['id']}")
+    assert created.body == again.body
+    assert created.headers["ETag"] == again.headers["ETag"]
 
 
 def test_entra_create_answers_201_with_location_and_the_user(scim):
@@ -141,6 +165,45 @@ def test_filter_user_name_ignores_case_as_okta_checks(scim):
     assert reply.status == HTTPStatus.OK
     assert reply.body["totalResults"] == 1
     assert reply.body["Resources"][0]["userName"] == "alice@contoso.com"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"attributes": "userName,emails.value"},
+        {"excludedAttributes": "groups,emails"},
+        {"count": 0},
+        {"startIndex": 2},
+        {"sortBy": "name.familyName"},
+    ],
+)
+@pytest.mark.parametrize("name", ["ALICE@contoso.COM", "alice@contoso.com", "nobody@contoso.com"])
+def test_a_user_name_lookup_answers_what_the_general_filter_path_answers(scim, name, extra):
+    alice = _create(scim)
+    group = services.group_create(actor=SYSTEM, display_name="Sales")
+    services.membership_add(actor=SYSTEM, group_id=group.pk, user_ids=[alice["id"]])
+    _create(scim, OKTA_CREATE)
+
+    # A plain `userName eq` may take the compiled lookup; an equivalent filter with a second,
+    # always-true comparison always takes the general query path.
+    fast = scim.get("Users", filter=f'userName eq "{name}"', **extra)
+    general = scim.get("Users", filter=f'userName eq "{name}" and userName pr', **extra)
+
+    assert fast.status == general.status == HTTPStatus.OK
+    assert fast.body == general.body
+    if name != "nobody@contoso.com" and not extra:
+        assert [r["groups"][0]["display"] for r in fast.body["Resources"]] == ["Sales"]
+
+
+def test_a_user_name_lookup_still_counts_dialect_rewrites_and_rejects_bad_filters(scim, scim_client):
+    _create(scim)
+    reply = scim.get("Users", filter='USERNAME EQ "alice@contoso.com"')
+    assert reply.body["totalResults"] == 1
+    assert DialectRewrite.objects.filter(client=scim_client[0]).exists()
+    assert scim.get("Users", filter='userName eq "alice@contoso.com" and').status == HTTPStatus.BAD_REQUEST
+    assert scim.get("Users", filter='userName eq ""').body["totalResults"] == 0
+    assert scim.get("Users", filter='nickName eq "x"').body["totalResults"] == 0
 
 
 def test_probe_for_a_random_user_is_an_empty_list_not_404(scim):
@@ -353,6 +416,38 @@ def test_failed_patch_changes_nothing(scim):
     user = User.objects.get(pk=body["id"])
     assert user.display_name == ""
     assert user.version == 1
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        [{"op": "replace", "path": "title", "value": "CTO"}],
+        [{"op": "add", "path": "emails", "value": [{"value": "second@contoso.com", "type": "home"}]}],
+        [{"op": "replace", "path": 'emails[type eq "work"].value', "value": "new@contoso.com"}],
+        [{"op": "remove", "path": "emails"}, {"op": "replace", "path": "name.givenName", "value": "Al"}],
+        [{"op": "replace", "value": {"active": False, "phoneNumbers": [{"value": "+1 5", "type": "work"}]}}],
+        [{"op": "replace", "path": f"{ENTERPRISE}:department", "value": "Sales"}],
+        [{"op": "replace", "path": "title", "value": ""}],  # no change at all
+        [{"op": "replace", "path": f"{ENTERPRISE}:manager", "value": "MANAGER"}],
+    ],
+)
+def test_a_patched_user_is_answered_exactly_as_it_reads_back(scim, operations):
+    boss = _create(scim, {**OKTA_CREATE, "displayName": "The Boss"})
+    other_boss = _create(scim, {**OKTA_CREATE, "userName": "carol@example.com", "externalId": "00u2"})
+    alice = _create(scim)
+    to_boss = {"op": "replace", "path": f"{ENTERPRISE}:manager", "value": boss["id"]}
+    assert scim.patch(f"Users/{alice['id']}", patch_op(to_boss)).status == HTTPStatus.OK
+    group = services.group_create(actor=SYSTEM, display_name="Sales")
+    services.membership_add(actor=SYSTEM, group_id=group.pk, user_ids=[alice["id"]])
+    operations = json.loads(json.dumps(operations).replace("MANAGER", other_boss["id"]))
+
+    patched = scim.patch(f"Users/{alice['id']}", patch_op(*operations))
+    again = scim.get(f"Users/{alice['id']}")
+
+    assert patched.status == HTTPStatus.OK, patched
+    assert patched.body == again.body
+    assert patched.headers["ETag"] == again.headers["ETag"]
+    assert [g["display"] for g in patched.body["groups"]] == ["Sales"]
 
 
 def test_patch_user_query_count_is_constant(scim):
