@@ -44,26 +44,8 @@ ENTERPRISE_STRINGS = ENTERPRISE_COLUMNS
 PUSHED_VALUES = (UserValue.Kind.EMAILS, UserValue.Kind.PHONE_NUMBERS, UserValue.Kind.ADDRESSES)
 
 
-def _value(value: UserValue) -> dict[str, Any]:
-    item: dict[str, Any] = {}
-    if value.kind == UserValue.Kind.ADDRESSES:
-        item.update({key: part for key, part in value.address.items() if part})
-    elif value.value:
-        item["value"] = value.value
-    if value.type:
-        item["type"] = value.type
-    if value.display:
-        item["display"] = value.display
-    if value.primary:
-        item["primary"] = True
-    return item
-
-
 def user_payload(target: Target, user: User, *, manager_remote_id: str | None = None) -> dict[str, Any]:
-    """The User resource `target` should hold for `user` (no id, no password, no read-only attributes).
-
-    `user.values` should be prefetched (selectors.user_get does it).
-    """
+    """The User resource `target` should hold for `user` (no id, no password, no read-only attributes)."""
     payload: dict[str, Any] = {"schemas": [CORE_USER], "externalId": str(user.pk)}
     for scim_name, field in USER_STRINGS.items():
         if value := getattr(user, field):
@@ -75,9 +57,9 @@ def user_payload(target: Target, user: User, *, manager_remote_id: str | None = 
         payload["name"] = name
     payload["active"] = bool(user.active)
     values: dict[str, list[dict[str, Any]]] = {}
-    for value in user.values.all():
+    for value in sources.user_value_rows(user):
         if value.kind in PUSHED_VALUES:
-            values.setdefault(value.kind, []).append(_value(value))
+            values.setdefault(value.kind, []).append(sources.complex_value(value))
     for kind in PUSHED_VALUES:
         if values.get(kind):
             payload[kind] = values[kind]

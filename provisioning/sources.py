@@ -20,8 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from directory import selectors
 from directory.columns import ENTERPRISE_COLUMNS, ENTERPRISE_USER_URN, NAME_COLUMNS, USER_COLUMNS
 from directory.models import Group, User, UserValue
+from directory.selectors import StoredValue
 
 ENTERPRISE_USER = ENTERPRISE_USER_URN
 
@@ -131,7 +133,8 @@ def _empty(value: Any) -> Any:
     return None if value in ("", [], {}) else value
 
 
-def _complex_value(value: UserValue) -> dict[str, Any]:
+def complex_value(value: UserValue | StoredValue) -> dict[str, Any]:
+    """One element of a multi-valued attribute as SCIM writes it (empty sub-attributes left out)."""
     item: dict[str, Any] = {}
     if value.kind == UserValue.Kind.ADDRESSES:
         item.update({key: part for key, part in value.address.items() if part})
@@ -144,6 +147,14 @@ def _complex_value(value: UserValue) -> dict[str, Any]:
     if value.primary:
         item["primary"] = True
     return item
+
+
+def user_value_rows(user: User) -> list[UserValue] | list[StoredValue]:
+    """The user's multi-valued attributes: carried in its row when selectors.user_list() loaded it
+    (no query), else read from the table."""
+    if hasattr(user, "stored_values"):
+        return selectors.user_values(user)
+    return list(user.values.all())
 
 
 def _plain(element: dict[str, Any]) -> Any:
@@ -192,7 +203,7 @@ def user_resolver(user: User, *, manager: str | None = None, complex_values: boo
 
     `manager` is what `manager` (and `manager.value`) read as: the manager's
     remote id on a target for a mapping, the manager's directory id for a
-    scoping filter. `user.values` should be prefetched.
+    scoping filter.
     """
     values: dict[str, list[dict[str, Any]]] | None = None
 
@@ -200,8 +211,8 @@ def user_resolver(user: User, *, manager: str | None = None, complex_values: boo
         nonlocal values
         if values is None:
             values = {}
-            for row in user.values.all():
-                values.setdefault(row.kind, []).append(_complex_value(row))
+            for row in user_value_rows(user):
+                values.setdefault(row.kind, []).append(complex_value(row))
         return values.get(kind, [])
 
     def resolve(text: str) -> Any:
