@@ -88,6 +88,8 @@ class FaultyScim:
 
     def create(self, body: dict[str, Any]) -> tuple[int, Any]:
         name = str(body.get("userName") or "").casefold()
+        if not name:
+            return 400, {"schemas": [ERROR], "status": "400", "scimType": "invalidValue"}
         if any(str(user.get("userName") or "").casefold() == name for user in self.users.values()):
             return 409, {"schemas": [ERROR], "status": "409", "scimType": "uniqueness"}
         remote_id = uuid.uuid4().hex
@@ -169,7 +171,12 @@ def _handler(service: FaultyScim) -> type[BaseHTTPRequestHandler]:
         def _handle(self, method: str) -> None:
             url = urlparse(self.path)
             query = {key: values[0] for key, values in parse_qs(url.query).items()}
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if len(raw) < length:
+                # The client died mid-request (a killed worker): a real server acts on nothing.
+                self.close_connection = True
+                return
             body = json.loads(raw) if raw else {}
             fault = service.take(method, self.path + raw.decode())
             if service.delay:
