@@ -656,7 +656,11 @@ def _simulate(ctx: Context, plans: list[Plan]) -> None:
             fail(plan.record, InvalidValue("userName is required", field="user_name"), now=ctx.now)
             continue
         if name.lower() in taken:
-            fail(plan.record, UniquenessConflict(f"userName {name!r} is already taken"), now=ctx.now)
+            fail(
+                plan.record,
+                UniquenessConflict(f"userName {name!r} is already taken", field="user_name"),
+                now=ctx.now,
+            )
             continue
         taken.add(name.lower())
         user = User(**{k: v for k, v in plan.fields.items() if k != "manager_id"})

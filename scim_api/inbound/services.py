@@ -120,7 +120,7 @@ def parse_upload(body: Any, *, limit: int) -> Upload:
         if not isinstance(method, str) or method.upper() != "POST":
             raise ScimError(
                 f"Operation {number}: a bulk upload takes POST operations only (the service decides "
-                "whether to create, update, enable or disable), not {method!r}.",
+                f"whether to create, update, enable or disable), not {method!r}.",
                 scim_type="invalidSyntax",
             )
         path = op.get("path")
