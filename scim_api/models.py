@@ -168,6 +168,7 @@ class DialectRewrite(models.Model):
 # Inbound provisioning's models live in their own subpackage; importing them here registers them
 # with this app (Django looks for an app's models in its `models` module).
 from scim_api.inbound.models import (  # noqa: E402
+    HeldInboundRecord,
     InboundJob,
     InboundRecord,
     InboundScheduledAction,
@@ -178,6 +179,7 @@ from scim_api.inbound.models import (  # noqa: E402
 __all__ = [
     "AccessToken",
     "DialectRewrite",
+    "HeldInboundRecord",
     "InboundJob",
     "InboundRecord",
     "InboundScheduledAction",

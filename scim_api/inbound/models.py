@@ -265,6 +265,15 @@ class InboundRecord(models.Model):
         return f"{self.bulk_id or self.index} ({self.outcome})"
 
 
+class HeldInboundRecord(InboundRecord):
+    """Records the guard holds, as their own list in the admin (approve or reject)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "held inbound leaver"
+        verbose_name_plural = "held inbound leavers"
+
+
 class InboundScheduledAction(models.Model):
     """An enable (future hire) or disable (future termination) due on a date, applied by the scheduler."""
 

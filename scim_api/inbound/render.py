@@ -10,6 +10,7 @@ from scim_api.inbound.models import InboundJob, InboundRecord, InboundSource
 from scim_api.schema import USER
 
 JOB_SCHEMA = "urn:directory:params:scim:api:messages:1.0:InboundJob"
+OUTCOMES = tuple(InboundRecord.Outcome.values)
 
 
 def _timestamp(value: Any) -> str | None:
@@ -69,7 +70,7 @@ def job_document(
         "started": _timestamp(job.started),
         "finished": _timestamp(job.finished),
         "failOnErrors": job.fail_on_errors,
-        "counts": {"total": job.total, **counts},
+        "counts": {"total": job.total, **{outcome: counts.get(outcome, 0) for outcome in OUTCOMES}},
         "totalResults": job.total,
         "startIndex": start_index,
         "itemsPerPage": len(records),

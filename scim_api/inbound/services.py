@@ -175,8 +175,9 @@ def job_stage(
     origin: str = InboundJob.Origin.API,
     created_by: str = "",
     filename: str = "",
+    notify: bool = True,
 ) -> InboundJob:
-    """Stage a job and its records; a worker is told once this commits."""
+    """Stage a job and its records; a worker is told once this commits (unless the caller runs it)."""
     config = _compiled(source)
     now = timezone.now()
     job = InboundJob.objects.create(
@@ -191,14 +192,23 @@ def job_stage(
     for record in records:
         record.job = job
     InboundRecord.objects.bulk_create(records, batch_size=1000)
-    queue.send_on_commit(job.pk)
+    if notify:
+        queue.send_on_commit(job.pk)
     return job
 
 
 def dry_run(
-    *, source: InboundSource, operations: Sequence[tuple[str, dict[str, Any]]], actor: Actor | None = None
+    *,
+    source: InboundSource,
+    operations: Sequence[tuple[str, dict[str, Any]]],
+    actor: Actor | None = None,
+    progress: Any = None,
 ) -> list[InboundRecord]:
-    """The records of a would-be job with the outcome each would have; nothing is written."""
+    """The records of a would-be job with the outcome each would have; nothing is written.
+
+    Records are decided a chunk at a time, each chunk seeing what the earlier
+    ones would have done (engine.Context.virtual), as a worker would apply them.
+    """
     config = _compiled(source)
     now = timezone.now()
     records = [_staged(config, index, bulk_id, data, now) for index, (bulk_id, data) in enumerate(operations)]
@@ -211,7 +221,12 @@ def dry_run(
     held, reason = _guard_holds(ctx, [record for record in records if record.leaver])
     for record in held:
         record.outcome, record.reason = Outcome.HELD, reason
-    engine.run_records(ctx, records)
+    size = int(scim_setting("INBOUND_CHUNK_SIZE"))
+    for start in range(0, len(records), size):
+        chunk = records[start : start + size]
+        engine.run_records(ctx, chunk)
+        if progress is not None:
+            progress(len(chunk))
     return records
 
 
@@ -527,6 +542,18 @@ def scheduled_actions_apply(*, now: datetime | None = None, limit: int = 1000) -
                 continue
             action.save(update_fields=["state", "detail", "done"])
     return done
+
+
+@transaction.atomic
+def scheduled_actions_cancel(*, action_ids: Iterable[int], cancelled_by: str) -> int:
+    """Cancel pending effective-dated actions (the users stay as they are); returns how many."""
+    return InboundScheduledAction.objects.filter(
+        pk__in=list(action_ids), state=InboundScheduledAction.State.PENDING
+    ).update(
+        state=InboundScheduledAction.State.CANCELLED,
+        done=timezone.now(),
+        detail=f"Cancelled by {cancelled_by}."[:1000],
+    )
 
 
 def jobs_resend_stale() -> int:
