@@ -386,7 +386,7 @@ def job_run(job: InboundJob, *, progress: Any = None) -> None:
                     engine.fail(
                         record, ScimError("The record could not be decided.", status=500), now=ctx.now
                     )
-            InboundRecord.objects.bulk_update(chunk, engine.RECORD_FIELDS)
+            engine.save_outcomes(chunk)
             InboundJob.objects.filter(pk=job.pk).update(lease_until=timezone.now() + lease)
         failures += sum(record.outcome == Outcome.FAILED for record in chunk)
         if progress is not None:
@@ -397,7 +397,7 @@ def job_run(job: InboundJob, *, progress: Any = None) -> None:
             break
         with transaction.atomic():
             engine.resolve_pending_managers(ctx, waiting)
-            InboundRecord.objects.bulk_update(waiting, engine.RECORD_FIELDS)
+            engine.save_outcomes(waiting)
     _job_finish(job)
 
 

@@ -307,8 +307,11 @@ def _date(value: Any, label: str) -> datetime | None:
 def staged_leaver(config: CompiledSource, record: Mapping[str, Any], now: datetime) -> bool:
     """Whether a staged record reads as a leaver (inactive, or terminated by now): what the guard counts."""
     try:
-        mapped = mapped_record(config, record)
-        active = paths.resolve(mapped, "active")
+        if any(target == "active" for target, _ in config.mappings):
+            active = paths.resolve(mapped_record(config, record), "active")
+        else:
+            # The usual case, without building the whole mapped record: `active` as sent.
+            active = paths.resolve(record, "active") if config.source.map_standard_attributes else None
         if active is False:
             return True
         if config.termination_date is not None:
