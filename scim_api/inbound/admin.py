@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from directory.models import User
 from scim_api.inbound import csv_import, paths, services, transform
 from scim_api.inbound.models import (
     HeldInboundRecord,
@@ -405,8 +406,14 @@ class RecordAdminBase(admin.ModelAdmin):
     def user_link(self, record: InboundRecord) -> str:
         if record.user_id is None:
             return "—"
+        try:
+            user = record.user
+        except User.DoesNotExist:
+            user = None
+        if user is None:
+            return f"{record.user_id} (deleted)"
         url = reverse("admin:directory_user_change", args=[record.user_id])
-        return format_html('<a href="{}">{}</a>', url, record.user)
+        return format_html('<a href="{}">{}</a>', url, user)
 
     @admin.display(description="reason / error")
     def why(self, record: InboundRecord) -> str:

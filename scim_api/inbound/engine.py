@@ -139,7 +139,9 @@ def save_outcomes(records: Sequence[InboundRecord]) -> None:
             FROM unnest(
                 %s::bigint[], %s::text[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::text[],
                 %s::text[], %s::boolean[], %s::timestamptz[]
-            ) AS v(id, outcome, reason, user_id, error, warnings, changes, manager_key, manager_pending, applied)
+            ) AS v(
+                id, outcome, reason, user_id, error, warnings, changes, manager_key, manager_pending, applied
+            )
             WHERE r.id = v.id
             """,
             [
@@ -643,7 +645,7 @@ def _delete(ctx: Context, plan: Plan) -> None:
     except DirectoryError as exc:
         fail(plan.record, exc, now=ctx.now)
         return
-    _finish(ctx, plan, None)
+    _finish(ctx, plan, user)
     plan.record.reason = f"Deleted user {user.pk} ({user.user_name}), as the source's leaver policy says."
 
 

@@ -221,7 +221,8 @@ class InboundRecord(models.Model):
         HELD = "held", "held by the guard"
 
     id = models.BigAutoField(primary_key=True)
-    job = models.ForeignKey(InboundJob, on_delete=models.CASCADE, related_name="records")
+    # No index of its own: the (job, index) and (job, outcome) indexes serve every lookup by job.
+    job = models.ForeignKey(InboundJob, on_delete=models.CASCADE, related_name="records", db_index=False)
     # Position in the request (0-based); records apply in this order.
     index = models.PositiveIntegerField()
     bulk_id = models.CharField("bulkId", max_length=255, blank=True, default="")
@@ -232,8 +233,17 @@ class InboundRecord(models.Model):
     data = models.JSONField(default=dict)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
     reason = models.TextField(blank=True, default="")
+    # The user the record applied to. Kept when the user is deleted (the record tells what happened to
+    # whom), so neither a database constraint nor an index: a random-UUID index written with every
+    # outcome would cost more than the rare lookup by user.
     user = models.ForeignKey(
-        "directory.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="inbound_records"
+        "directory.User",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="inbound_records",
     )
     # The SCIM Error body of a failed record.
     error = models.JSONField(null=True, blank=True)

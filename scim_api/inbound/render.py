@@ -32,7 +32,8 @@ def operation(record: InboundRecord, base_url: str) -> dict[str, Any]:
         entry["key"] = record.key
     if record.user_id is not None:
         entry["id"] = str(record.user_id)
-        entry["location"] = mapping.location(base_url, USER, record.user_id)
+        if record.outcome != InboundRecord.Outcome.DELETED:
+            entry["location"] = mapping.location(base_url, USER, record.user_id)
     if record.reason:
         entry["reason"] = record.reason
     if record.changes:

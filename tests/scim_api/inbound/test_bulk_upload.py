@@ -122,6 +122,8 @@ def test_a_leaver_is_deleted_when_the_source_policy_says_so(uploader, hr_source)
     job = uploader.run(worker_record("7", active=False))
 
     assert outcomes(job) == ["deleted"]
+    assert job["operations"][0]["id"] == str(user_id)
+    assert "location" not in job["operations"][0]
     assert not User.objects.filter(pk=user_id).exists()
     assert list(ChangeEvent.objects.filter(object_id=user_id).values_list("kind", flat=True)) == [
         "created",
