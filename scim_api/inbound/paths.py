@@ -232,6 +232,8 @@ def canonical_target(path: str) -> str:
         attribute, filter_text, sub = split_path(text)
     except FilterSyntaxError as exc:
         raise PathError(f"{text!r}: {exc}") from None
+    if filter_text is None and "." in attribute:
+        attribute, _, sub = attribute.partition(".")
     kinds = {kind.lower(): kind for kind in UserValue.Kind.values}
     kind = kinds.get(attribute.lower())
     if kind is None:
