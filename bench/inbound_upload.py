@@ -1,7 +1,8 @@
 """Benchmark: inbound HR provisioning end to end, records per second, and the worker's memory.
 
 Starts the project under gunicorn (2 sync workers) and one `celery worker`
-(solo pool: a source's jobs apply one at a time anyway) on Redis, creates an
+(BENCH_WORKER_CONCURRENCY processes, default 2: jobs of one source that name
+different people apply side by side) on Redis, creates an
 inbound source, and POSTs RECORDS Entra-shaped worker records (core +
 enterprise + a custom namespace, a work email and phone, a manager) to
 /scim/v2/bulkUpload in requests of BATCH operations, over HTTP. Each record's
@@ -84,13 +85,33 @@ def free_port() -> int:
 
 
 def memory(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process in MiB, from /proc."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            values[name] = int(rest.split()[0]) // 1024
-    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+    """(VmRSS, VmHWM) in MiB of a worker and its pool processes (summed), from /proc."""
+    rss = hwm = 0
+    for process in [pid, *children(pid)]:
+        try:
+            lines = Path(f"/proc/{process}/status").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            name, _, rest = line.partition(":")
+            if name == "VmRSS":
+                rss += int(rest.split()[0]) // 1024
+            elif name == "VmHWM":
+                hwm += int(rest.split()[0]) // 1024
+    return rss, hwm
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (the worker's pool), from /proc/*/stat."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def reset_database() -> None:
@@ -198,7 +219,11 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     refuse(f"gunicorn did not start; see {web_log.name}")
                 time.sleep(0.2)
-        print(f"{args.records:,} records in requests of {args.batch:,}; worker pid {worker.pid}")
+        time.sleep(3)  # the pool's processes start
+        print(
+            f"{args.records:,} records in requests of {args.batch:,}; worker pid {worker.pid} "
+            f"with pool processes {children(worker.pid)}"
+        )
         rounds = [
             ("joiners", [record(n) for n in range(args.records)], "created"),
             ("again", [record(n) for n in range(args.records)], "unchanged"),
@@ -237,9 +262,10 @@ def main() -> None:
             rss, hwm = memory(worker.pid)
             summary = ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(counts.items()) if n)
             print(
-                f"{name:8} {len(records):>7,} records in {elapsed:6.1f} s = {len(records) / elapsed:7,.0f} records/s "
-                f"(uploads alone {uploaded:5.1f} s); worker RSS {rss} MiB (peak in round {peak_rss} MiB, "
-                f"lifetime peak {hwm} MiB); {summary}"
+                f"{name:8} {len(records):>7,} records in {elapsed:6.1f} s = "
+                f"{len(records) / elapsed:7,.0f} records/s (uploads alone {uploaded:5.1f} s); worker "
+                f"processes' RSS {rss} MiB (peak in round {peak_rss} MiB, lifetime peaks summed {hwm} MiB); "
+                f"{summary}"
             )
             if counts.get(expected, 0) != len(records):
                 print(f"  expected {len(records):,} {expected}: see the jobs since {time.ctime(since)}")

@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "INBOUND_MAX_PAYLOAD_SIZE": 5 * 1_048_576,
     "INBOUND_CHUNK_SIZE": 500,
     "INBOUND_LEASE_SECONDS": 300,
+    # Jobs of one source applied at once (by different workers), when they name no person in common.
+    "INBOUND_SOURCE_CONCURRENCY": 2,
     "INBOUND_JOB_RETENTION_DAYS": 30,
 }
 

@@ -258,7 +258,8 @@ class InboundRecord(models.Model):
 
     class Meta:
         verbose_name = "inbound record"
-        ordering = ["job", "index"]
+        # By the column, not the relation: `job` would join the jobs table for its own ordering.
+        ordering = ["job_id", "index"]
         constraints = [models.UniqueConstraint(fields=["job", "index"], name="scim_api_inboundrecord_index")]
         indexes = [
             models.Index(fields=["job", "outcome"], name="scim_api_inboundrec_outcome"),

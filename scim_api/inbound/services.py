@@ -163,6 +163,7 @@ def _staged(
         data=data,
         key=transform.record_key(config, data),
         leaver=transform.staged_leaver(config, data, now),
+        manager_key=transform.staged_manager_key(config, data),
     )
 
 
@@ -310,25 +311,61 @@ def _actor(job: InboundJob) -> Actor:
     return Actor.system(name=f"import_users ({source.name})")
 
 
+# How many of the oldest unfinished jobs a claim considers (the rest wait for their turn).
+CLAIM_CANDIDATES = 4
+
+
 @transaction.atomic
-def job_claim(*, source_id: int) -> InboundJob | None:
-    """The source's oldest unfinished job, now running under this worker's lease; None if busy or idle."""
+def job_claim(*, source_id: int, job_id: uuid.UUID | None = None) -> InboundJob | None:
+    """A job of the source to apply now, running under this worker's lease; None if there is none.
+
+    The oldest job that shares no person with an earlier unfinished job of the
+    source: up to SCIM_INBOUND_SOURCE_CONCURRENCY jobs of one source run at once,
+    and records about one person still apply in the order they were sent. With
+    `job_id`, that job or nothing.
+    """
     source = InboundSource.objects.select_for_update().filter(pk=source_id).first()
     if source is None:
         return None
     now = timezone.now()
-    unfinished = InboundJob.objects.filter(source=source, status__in=[Status.QUEUED, Status.RUNNING])
-    if unfinished.filter(status=Status.RUNNING, lease_until__gt=now).exists():
-        return None  # another worker is on it, and will take the next job when done
-    job = unfinished.order_by("created", "id").select_related("source__client").first()
-    if job is None:
+    unfinished = list(
+        InboundJob.objects.filter(source=source, status__in=[Status.QUEUED, Status.RUNNING])
+        .order_by("created", "id")
+        .only("id", "status", "lease_until")
+    )
+    live = {
+        job.pk
+        for job in unfinished
+        if job.status == Status.RUNNING and job.lease_until and job.lease_until > now
+    }
+    if len(live) >= int(scim_setting("INBOUND_SOURCE_CONCURRENCY")):
         return None
-    job.status = Status.RUNNING
-    job.started = job.started or now
-    job.attempts += 1
-    job.lease_until = now + timedelta(seconds=scim_setting("INBOUND_LEASE_SECONDS"))
-    job.save(update_fields=["status", "started", "attempts", "lease_until"])
-    return job
+    candidates = [job for job in unfinished if job.pk not in live and (job_id is None or job.pk == job_id)]
+    for candidate in candidates[:CLAIM_CANDIDATES]:
+        position = next(index for index, job in enumerate(unfinished) if job.pk == candidate.pk)
+        earlier = [job.pk for job in unfinished[:position]]
+        if earlier and _waits_for(source, candidate.pk, earlier):
+            continue
+        job = InboundJob.objects.select_related("source__client").get(pk=candidate.pk)
+        job.status = Status.RUNNING
+        job.started = job.started or now
+        job.attempts += 1
+        job.lease_until = now + timedelta(seconds=scim_setting("INBOUND_LEASE_SECONDS"))
+        job.save(update_fields=["status", "started", "attempts", "lease_until"])
+        return job
+    return None
+
+
+def _waits_for(source: InboundSource, job_id: uuid.UUID, earlier: list[uuid.UUID]) -> bool:
+    """Whether a job must wait for earlier unfinished ones: it names a person they do (as the record's
+    key or its manager), or the source guards leavers and one of them has any (the guard counts
+    leavers job by job)."""
+    records = InboundRecord.objects
+    if source.has_guard and records.filter(job_id__in=[*earlier, job_id], leaver=True).exists():
+        return True
+    mine = records.filter(job_id=job_id).order_by()
+    named = mine.exclude(key="").values("key").union(mine.exclude(manager_key="").values("manager_key"))
+    return records.filter(job_id__in=earlier, key__in=named).exists()
 
 
 def jobs_drain(*, job_id: uuid.UUID | str) -> int:
@@ -427,9 +464,9 @@ def _job_failed(job: InboundJob, detail: str) -> None:
 
 def job_run_inline(job: InboundJob, *, progress: Any = None) -> InboundJob:
     """Claim and apply a job in this process (the import_users command), as a worker would."""
-    claimed = job_claim(source_id=job.source_id)
-    if claimed is None or claimed.pk != job.pk:
-        raise RuntimeError("Another job of this source is running or queued before this one.")
+    claimed = job_claim(source_id=job.source_id, job_id=job.pk)
+    if claimed is None:
+        raise RuntimeError("Earlier jobs of this source about the same people are not finished yet.")
     job_run(claimed, progress=progress)
     claimed.refresh_from_db()
     return claimed
@@ -557,19 +594,16 @@ def scheduled_actions_cancel(*, action_ids: Iterable[int], cancelled_by: str) ->
 
 
 def jobs_resend_stale() -> int:
-    """Send again the jobs whose task was lost (broker restart) or whose worker died (lease ran out)."""
+    """Send again the jobs whose task was lost (broker restart) or whose worker died (lease ran out).
+
+    One task per source is enough: the claim picks whichever of its jobs may run.
+    """
     now = timezone.now()
-    busy = set(
-        InboundJob.objects.filter(status=Status.RUNNING, lease_until__gt=now).values_list(
-            "source_id", flat=True
-        )
-    )
     stale = (
         InboundJob.objects.filter(
             Q(status=Status.QUEUED, created__lt=now - STALE_QUEUED)
             | Q(status=Status.RUNNING, lease_until__lte=now)
         )
-        .exclude(source_id__in=busy)
         .order_by("source_id", "created")
         .values_list("source_id", "pk")
     )

@@ -320,3 +320,17 @@ def staged_leaver(config: CompiledSource, record: Mapping[str, Any], now: dateti
     except (InvalidValue, ValueError):
         return False
     return False
+
+
+def staged_manager_key(config: CompiledSource, record: Mapping[str, Any]) -> str:
+    """The manager's key a staged record names ("" for none): jobs naming each other's people wait."""
+    try:
+        if any(target.endswith(":manager") for target, _ in config.mappings):
+            value = paths.resolve(mapped_record(config, record), f"{ENTERPRISE_USER_URN}:manager")
+        elif config.source.map_standard_attributes:
+            value = paths.resolve(record, f"{ENTERPRISE_USER_URN}:manager")
+        else:
+            return ""
+        return _manager_key(value)[:255]
+    except (InvalidValue, ValueError):
+        return ""
