@@ -194,7 +194,8 @@ def main() -> None:
             "-A",
             "config",
             "worker",
-            "--pool=solo",
+            "--pool=prefork",
+            f"--concurrency={os.environ.get('BENCH_WORKER_CONCURRENCY', '2')}",
             "-Q",
             task_queue,
             "--loglevel=WARNING",
@@ -219,7 +220,7 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     refuse(f"gunicorn did not start; see {web_log.name}")
                 time.sleep(0.2)
-        time.sleep(3)  # the pool's processes start
+        time.sleep(8)  # the pool's processes start
         print(
             f"{args.records:,} records in requests of {args.batch:,}; worker pid {worker.pid} "
             f"with pool processes {children(worker.pid)}"

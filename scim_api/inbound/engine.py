@@ -619,14 +619,15 @@ def _update(ctx: Context, plan: Plan) -> None:
     user = plan.current
     assert user is not None
     try:
-        with transaction.atomic():
-            updated = services.user_update(
-                actor=ctx.actor,
-                user_id=user.pk,
-                expected_version=user.version,
-                values=plan.values or None,
-                **plan.fields,
-            )
+        # user_update is atomic itself: inside the chunk's transaction, a savepoint that a failure
+        # rolls back alone.
+        updated = services.user_update(
+            actor=ctx.actor,
+            user_id=user.pk,
+            expected_version=user.version,
+            values=plan.values or None,
+            **plan.fields,
+        )
     except DirectoryError as exc:
         fail(plan.record, exc, now=ctx.now)
         return
@@ -640,8 +641,7 @@ def _delete(ctx: Context, plan: Plan) -> None:
     user = plan.current
     assert user is not None
     try:
-        with transaction.atomic():
-            services.user_delete(actor=ctx.actor, user_id=user.pk, expected_version=user.version)
+        services.user_delete(actor=ctx.actor, user_id=user.pk, expected_version=user.version)
     except DirectoryError as exc:
         fail(plan.record, exc, now=ctx.now)
         return
