@@ -204,7 +204,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "provisioning.tasks.purge_provisioning_runs",
         "schedule": 3600.0,
     },
+    # Inbound provisioning: effective-dated enables/disables that are due, and jobs a lost task left queued.
+    "inbound-tick": {
+        "task": "scim_api.inbound.tasks.inbound_tick",
+        "schedule": env_float("SCIM_INBOUND_TICK_INTERVAL", 60.0, minimum=1.0),
+        "options": {"expires": 50},
+    },
+    "purge-inbound-jobs": {
+        "task": "scim_api.inbound.tasks.purge_inbound_jobs",
+        "schedule": 3600.0,
+    },
 }
+# Task modules autodiscovery does not find (it looks for each app's `tasks` module only).
+CELERY_IMPORTS = ["scim_api.inbound.tasks"]
 
 # Shared counters (SCIM rate limits): Redis when configured, so all web processes
 # share them; otherwise each process keeps its own.
@@ -270,6 +282,12 @@ SCIM_API = {
     "TOKEN_CACHE_SECONDS": env_int("SCIM_TOKEN_CACHE_SECONDS", 5, minimum=0, maximum=300),
     "CURSOR_TIMEOUT": env_int("SCIM_CURSOR_TIMEOUT", 3600, minimum=60),
     "RATE_LIMIT_PER_MINUTE": env_int("SCIM_RATE_LIMIT_PER_MINUTE", 6000, minimum=0),
+    "INBOUND_MAX_OPERATIONS": env_int("SCIM_INBOUND_MAX_OPERATIONS", 1000, minimum=50),
+    "INBOUND_MAX_PAYLOAD_SIZE": env_int("SCIM_INBOUND_MAX_PAYLOAD_SIZE", 5 * 1_048_576, minimum=65_536),
+    "INBOUND_CHUNK_SIZE": env_int("SCIM_INBOUND_CHUNK_SIZE", 500, minimum=1),
+    "INBOUND_LEASE_SECONDS": env_int("SCIM_INBOUND_LEASE_SECONDS", 300, minimum=10),
+    "INBOUND_SOURCE_CONCURRENCY": env_int("SCIM_INBOUND_SOURCE_CONCURRENCY", 2, minimum=1),
+    "INBOUND_JOB_RETENTION_DAYS": env_int("SCIM_INBOUND_JOB_RETENTION_DAYS", 30, minimum=1),
 }
 
 # Read through directory.conf.directory_settings, never at import time.

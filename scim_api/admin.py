@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from scim_api.inbound import admin as inbound_admin  # noqa: F401 - registers the inbound pages
 from scim_api.models import DialectRewrite, OAuthCredential, ScimClient
 from scim_api.services import (
     oauth_credential_issue,

@@ -24,6 +24,16 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_CACHE_SECONDS": 5,
     # A client's `last_used` is written at most this often (seconds).
     "LAST_USED_RESOLUTION": 60,
+    # Inbound provisioning (/bulkUpload): operations and bytes per request (a source may set its own
+    # operation limit), records a worker applies per transaction, how long a worker owns a job
+    # before another may resume it, and how long finished jobs are kept.
+    "INBOUND_MAX_OPERATIONS": 1000,
+    "INBOUND_MAX_PAYLOAD_SIZE": 5 * 1_048_576,
+    "INBOUND_CHUNK_SIZE": 500,
+    "INBOUND_LEASE_SECONDS": 300,
+    # Jobs of one source applied at once (by different workers), when they name no person in common.
+    "INBOUND_SOURCE_CONCURRENCY": 2,
+    "INBOUND_JOB_RETENTION_DAYS": 30,
 }
 
 

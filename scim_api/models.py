@@ -163,3 +163,28 @@ class DialectRewrite(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client}: {self.name} × {self.count}"
+
+
+# Inbound provisioning's models live in their own subpackage; importing them here registers them
+# with this app (Django looks for an app's models in its `models` module).
+from scim_api.inbound.models import (  # noqa: E402
+    HeldInboundRecord,
+    InboundJob,
+    InboundRecord,
+    InboundScheduledAction,
+    InboundSource,
+    InboundUpload,
+)
+
+__all__ = [
+    "AccessToken",
+    "DialectRewrite",
+    "HeldInboundRecord",
+    "InboundJob",
+    "InboundRecord",
+    "InboundScheduledAction",
+    "InboundSource",
+    "InboundUpload",
+    "OAuthCredential",
+    "ScimClient",
+]

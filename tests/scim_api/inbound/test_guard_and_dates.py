@@ -1,0 +1,265 @@
+"""The leaver guard (holds and approvals) and effective-dated joiners and leavers."""
+
+from datetime import timedelta
+from http import HTTPStatus
+
+import pytest
+from django.utils import timezone
+
+from directory.models import ChangeEvent, User
+from scim_api.inbound import services
+from scim_api.inbound.models import InboundJob, InboundRecord, InboundScheduledAction, InboundSource
+from tests.scim_api.inbound.conftest import bulk, outcomes, worker_record
+
+pytestmark = pytest.mark.django_db
+
+HR_NS = "urn:contoso:employee"
+
+
+def _staff(uploader, count: int) -> None:
+    uploader.run(*[worker_record(str(n)) for n in range(count)])
+
+
+def _configure(source: InboundSource, **fields) -> None:  # type: ignore[no-untyped-def]
+    for name, value in fields.items():
+        setattr(source, name, value)
+    source.save()
+
+
+# --- the guard ---------------------------------------------------------------------------------
+
+
+def test_leavers_beyond_the_per_job_count_are_held_and_nobody_is_disabled(uploader, hr_source):
+    _staff(uploader, 5)
+    _configure(hr_source[0], guard_job_max_count=1)
+
+    job = uploader.run(worker_record("0", active=False), worker_record("1", active=False), worker_record("2"))
+
+    assert outcomes(job) == ["held", "held", "unchanged"]
+    assert job["operations"][0]["reason"] == (
+        "Held by the guard: 2 leavers in this job would exceed the limit of 1. "
+        "An operator can approve or reject it in the admin."
+    )
+    assert job["counts"]["held"] == 2
+    assert job["status"] == "completed"
+    assert User.objects.filter(active=False).count() == 0
+
+
+def test_the_percentage_guard_counts_the_users_the_source_matches(uploader, hr_source):
+    _staff(uploader, 10)
+    _configure(hr_source[0], guard_job_max_percent=10)
+
+    assert outcomes(uploader.run(worker_record("0", active=False))) == ["disabled"]
+    job = uploader.run(worker_record("1", active=False), worker_record("2", active=False))
+
+    assert outcomes(job) == ["held", "held"]
+    assert "(20.0% of 10 users) would exceed the limit of 10%" in job["operations"][0]["reason"]
+
+
+def test_the_hourly_guard_counts_leavers_of_earlier_jobs(uploader, hr_source):
+    _staff(uploader, 5)
+    _configure(hr_source[0], guard_hour_max_count=2)
+
+    assert outcomes(uploader.run(worker_record("0", active=False), worker_record("1", active=False))) == [
+        "disabled",
+        "disabled",
+    ]
+    job = uploader.run(worker_record("2", active=False))
+
+    assert outcomes(job) == ["held"]
+    assert "3 leavers in the last hour would exceed the limit of 2" in job["operations"][0]["reason"]
+
+
+def test_a_leaver_already_disabled_is_not_counted(uploader, hr_source):
+    _staff(uploader, 3)
+    uploader.run(worker_record("0", active=False))
+    _configure(hr_source[0], guard_job_max_count=1)
+
+    job = uploader.run(worker_record("0", active=False), worker_record("1", active=False))
+
+    assert outcomes(job) == ["unchanged", "disabled"]
+
+
+def test_approving_a_held_leaver_applies_it_and_rejecting_leaves_the_user(uploader, hr_source):
+    _staff(uploader, 3)
+    _configure(hr_source[0], guard_job_max_count=1)
+    job = uploader.run(worker_record("0", active=False), worker_record("1", active=False))
+    held = list(InboundRecord.objects.filter(outcome="held").order_by("index"))
+
+    approved = services.held_records_approve(record_ids=[held[0].pk], approved_by="alice")
+    services.held_records_reject(record_ids=[held[1].pk], rejected_by="bob")
+    assert InboundJob.objects.get(pk=job["id"]).status == "queued"
+    services.jobs_drain(job_id=job["id"])
+
+    final = uploader.scim.get(f"inbound/hr/jobs/{job['id']}").body
+    assert approved == 1
+    assert outcomes(final) == ["disabled", "skipped"]
+    assert final["operations"][1]["reason"] == "Rejected by bob: the user was left as it is."
+    assert final["status"] == "completed"
+    assert final["counts"]["held"] == 0
+    assert InboundRecord.objects.get(pk=held[0].pk).approved_by == "alice"
+    assert list(User.objects.filter(active=False).values_list("employee_number", flat=True)) == ["0"]
+
+
+def test_approving_a_held_leaver_that_a_later_record_overtook_skips_it(uploader, hr_source):
+    _staff(uploader, 3)
+    _configure(hr_source[0], guard_job_max_count=1)
+    uploader.run(worker_record("0", active=False), worker_record("1", active=False))
+    uploader.run(worker_record("0", title="Still here"))
+    held = InboundRecord.objects.get(outcome="held", key="0")
+
+    assert services.held_records_approve(record_ids=[held.pk], approved_by="alice") == 0
+
+    held.refresh_from_db()
+    assert held.outcome == "skipped"
+    assert held.reason == "Approved by alice, but superseded by a later record (updated)."
+    assert User.objects.get(employee_number="0").active is True
+
+
+def test_a_dry_run_shows_what_the_guard_would_hold(hr, uploader, hr_source):
+    _staff(uploader, 3)
+    _configure(hr_source[0], guard_job_max_count=1)
+
+    reply = hr.post(
+        "bulkUpload?dryRun=true", bulk(worker_record("0", active=False), worker_record("1", active=False))
+    )
+
+    assert outcomes(reply.body) == ["held", "held"]
+    assert not User.objects.filter(active=False).exists()
+
+
+# --- effective dates ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dated(hr_source):  # type: ignore[no-untyped-def]
+    _configure(
+        hr_source[0],
+        hire_date_source=f"{HR_NS}:HireDate",
+        termination_date_source=f"[{HR_NS}:TerminationDate]",
+    )
+    return hr_source[0]
+
+
+def _dated(key: str, *, hire: str | None = None, ends: str | None = None, **kwargs) -> dict:  # type: ignore[no-untyped-def]
+    record = worker_record(key, **kwargs)
+    record[HR_NS] = {k: v for k, v in (("HireDate", hire), ("TerminationDate", ends)) if v}
+    return record
+
+
+def _iso(delta: timedelta) -> str:
+    return (timezone.now() + delta).replace(microsecond=0).isoformat()
+
+
+def test_a_future_joiner_is_created_disabled_and_enabled_on_the_hire_date(uploader, dated):
+    hire = _iso(timedelta(days=10))
+
+    job = uploader.run(_dated("1", hire=hire))
+
+    user = User.objects.get(employee_number="1")
+    action = InboundScheduledAction.objects.get()
+    assert outcomes(job) == ["created"]
+    assert job["operations"][0]["changed"] == ["scheduled enable"]
+    assert user.active is False
+    assert (action.action, action.state, action.user_id, action.due.isoformat()) == (
+        "enable",
+        "pending",
+        user.pk,
+        hire,
+    )
+    assert outcomes(uploader.run(_dated("1", hire=hire))) == ["unchanged"]
+    assert services.scheduled_actions_apply(now=timezone.now()) == 0
+
+    assert services.scheduled_actions_apply(now=timezone.now() + timedelta(days=11)) == 1
+
+    user.refresh_from_db()
+    action.refresh_from_db()
+    assert user.active is True
+    assert (action.state, action.detail) == ("done", "Enabled on the hire date.")
+    kinds = ChangeEvent.objects.filter(object_id=user.pk).order_by("id").values_list("kind", flat=True)
+    assert list(kinds) == ["created", "activated"]
+
+
+def test_a_moved_hire_date_moves_the_scheduled_enable(uploader, dated):
+    uploader.run(_dated("1", hire=_iso(timedelta(days=10))))
+    later = _iso(timedelta(days=20))
+
+    job = uploader.run(_dated("1", hire=later))
+
+    assert outcomes(job) == ["updated"]
+    assert InboundScheduledAction.objects.get(state="pending").due.isoformat() == later
+
+
+def test_a_future_leaver_stays_active_until_the_termination_date(uploader, dated):
+    uploader.run(_dated("1"))
+    ends = _iso(timedelta(days=3))
+
+    job = uploader.run(_dated("1", ends=ends))
+
+    user = User.objects.get(employee_number="1")
+    assert outcomes(job) == ["updated"]
+    assert user.active is True
+    services.scheduled_actions_apply(now=timezone.now() + timedelta(days=4))
+    user.refresh_from_db()
+    assert user.active is False
+    assert InboundScheduledAction.objects.get().detail == "Disabled on the termination date."
+
+
+def test_a_termination_date_taken_back_cancels_the_pending_disable(uploader, dated):
+    uploader.run(_dated("1", ends=_iso(timedelta(days=3))))
+
+    job = uploader.run(_dated("1"))
+
+    assert outcomes(job) == ["updated"]
+    assert InboundScheduledAction.objects.get().state == "cancelled"
+    services.scheduled_actions_apply(now=timezone.now() + timedelta(days=4))
+    assert User.objects.get(employee_number="1").active is True
+
+
+def test_a_termination_date_in_the_past_is_a_leaver_now(uploader, dated):
+    uploader.run(_dated("1"))
+
+    job = uploader.run(_dated("1", ends="2020-01-31"))
+
+    assert outcomes(job) == ["disabled"]
+    assert User.objects.get(employee_number="1").active is False
+
+
+def test_a_future_rehire_stays_disabled_until_the_date(uploader, dated):
+    uploader.run(_dated("1"))
+    uploader.run(_dated("1", active=False))
+
+    job = uploader.run(_dated("1", hire=_iso(timedelta(days=5))))
+
+    assert outcomes(job) == ["updated"]
+    assert User.objects.get(employee_number="1").active is False
+    services.scheduled_actions_apply(now=timezone.now() + timedelta(days=6))
+    assert User.objects.get(employee_number="1").active is True
+
+
+def test_with_the_delete_policy_a_future_leaver_is_deleted_on_the_date(uploader, dated):
+    _configure(dated, leaver_action="delete")
+    uploader.run(_dated("1", ends=_iso(timedelta(days=3))))
+
+    assert services.scheduled_actions_apply(now=timezone.now() + timedelta(days=4)) == 1
+
+    assert not User.objects.filter(employee_number="1").exists()
+
+
+def test_a_date_that_is_not_a_date_fails_its_record(uploader, dated):
+    job = uploader.run(_dated("1", hire="next Monday"), _dated("2"))
+
+    assert outcomes(job) == ["failed", "created"]
+    assert job["operations"][0]["error"]["detail"] == (
+        "hire date 'next Monday' is not a date (use ISO 8601: 2025-07-01 or 2025-07-01T00:00:00Z)"
+    )
+
+
+def test_the_source_advertises_its_effective_date_attributes(hr, dated):
+    reply = hr.get("bulkUpload")
+
+    assert reply.status == HTTPStatus.OK
+    assert reply.body["effectiveDates"] == {
+        "hireDate": f"{HR_NS}:HireDate",
+        "terminationDate": f"[{HR_NS}:TerminationDate]",
+    }
