@@ -109,11 +109,12 @@ def test_http_faults_end_in_exactly_the_desired_state(workers: Workers) -> None:
         # Creates meet: 429 with Retry-After, a 503 burst, timeouts (the server creates anyway,
         # late), resets after the create was applied, a 409 (someone created the user first),
         # and failing lookups.
+        # The race comes first: user-007's first POST meets it whatever the other faults did before.
+        service.add(Fault("POST", "race_create", match="user-007@", times=1))
         service.add(Fault("POST", "status", 429, {"Retry-After": "1"}, times=2))
         service.add(Fault("POST", "status", 503, times=5))
         service.add(Fault("POST", "sleep", seconds=1.5, times=2))
         service.add(Fault("POST", "reset", times=2))
-        service.add(Fault("POST", "race_create", match="user-007@", times=1))
         service.add(Fault("GET", "status", 503, times=2))
         workers.start()
         users = create_users(20)
