@@ -1,8 +1,11 @@
 import importlib
+from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from provisioning.models import Target, VendorProfile
+from tests.provisioning.downstream import TOKEN, scim2_server_process
 
 SHIPPED = importlib.import_module("provisioning.migrations.0002_shipped_vendor_profiles").PROFILES
 
@@ -42,3 +45,20 @@ def target_factory(rfc_profile):  # type: ignore[no-untyped-def]
         return target
 
     return make
+
+
+@pytest.fixture(scope="module")
+def scim2_url() -> Iterator[str]:
+    """scim2-server (PyPI) on a free loopback port, one per test module."""
+    with scim2_server_process() as url:
+        yield url
+
+
+@pytest.fixture
+def remote(scim2_url) -> Iterator[httpx.Client]:
+    """An HTTP client on the downstream, emptied before each test."""
+    with httpx.Client(base_url=scim2_url + "/", headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        for endpoint in ("Groups", "Users"):
+            for item in client.get(endpoint, params={"count": 1000}).json().get("Resources", []):
+                client.delete(f"{endpoint}/{item['id']}")
+        yield client

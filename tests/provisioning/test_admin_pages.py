@@ -3,7 +3,6 @@ with its actions, and held disables/deletes."""
 
 import html
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from http import HTTPStatus
 
@@ -25,16 +24,10 @@ from provisioning.models import (
     TargetLink,
 )
 from provisioning.services import target_scope_update
-from tests.provisioning.downstream import TOKEN, InProcessScim, scim2_server_process
+from tests.provisioning.downstream import TOKEN, InProcessScim
 from tests.provisioning.helpers import run_all
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def scim2_url() -> Iterator[str]:
-    with scim2_server_process() as url:
-        yield url
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """add_target / sync_target and the admin, against scim2-server running on a loopback port."""
 
 import json
-from collections.abc import Iterator
 from http import HTTPStatus
 
 import httpx
@@ -11,15 +10,9 @@ from django.core.management import CommandError, call_command
 from directory import services as directory
 from provisioning import queue
 from provisioning.models import Delivery, DeliveryAttempt, Target, TargetAssignment, TargetLink
-from tests.provisioning.downstream import TOKEN, scim2_server_process
+from tests.provisioning.downstream import TOKEN
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def scim2_url() -> Iterator[str]:
-    with scim2_server_process() as url:
-        yield url
 
 
 @pytest.fixture

@@ -1,12 +1,10 @@
 """Test connection against scim2-server on a loopback port, and against a stub that fails each check."""
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from provisioning.connection_test import target_test_connection
-from tests.provisioning.downstream import TOKEN, free_port, scim2_server_process
+from tests.provisioning.downstream import TOKEN, free_port
 from tests.provisioning.stub_scim import stub_scim
 
 pytestmark = pytest.mark.django_db
@@ -19,12 +17,6 @@ NAMES = [
     "Filter on Groups.externalId",
     "Paging",
 ]
-
-
-@pytest.fixture(scope="module")
-def scim2_url() -> Iterator[str]:
-    with scim2_server_process() as url:
-        yield url
 
 
 def results(checks):

@@ -8,7 +8,6 @@ each correction and what the downstream holds afterwards.
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
@@ -41,29 +40,13 @@ from provisioning.reconcile import (
     target_reconcile,
 )
 from provisioning.services import delivery_send
-from tests.provisioning.downstream import TOKEN, InProcessScim, scim2_server_process
+from tests.provisioning.downstream import TOKEN, InProcessScim
 
 pytestmark = pytest.mark.django_db
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 CORE_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-
-
-@pytest.fixture(scope="module")
-def scim2_url() -> Iterator[str]:
-    with scim2_server_process() as url:
-        yield url
-
-
-@pytest.fixture
-def remote(scim2_url) -> Iterator[httpx.Client]:
-    """An HTTP client on the downstream, emptied before each test."""
-    with httpx.Client(base_url=scim2_url + "/", headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-        for endpoint in ("Groups", "Users"):
-            for item in client.get(endpoint, params={"count": 1000}).json().get("Resources", []):
-                client.delete(f"{endpoint}/{item['id']}")
-        yield client
 
 
 @pytest.fixture

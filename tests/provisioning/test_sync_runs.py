@@ -6,7 +6,6 @@ on a loopback port, and the downstream is read back over HTTP.
 
 import io
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
@@ -21,27 +20,11 @@ from provisioning import queue, relay, sync_runs, tasks
 from provisioning.management.commands.sync_target import ProgressBar
 from provisioning.models import Delivery, DeliveryAttempt, SyncRun, TargetAssignment, TargetLink
 from provisioning.services import delivery_send
-from tests.provisioning.downstream import TOKEN, scim2_server_process
+from tests.provisioning.downstream import TOKEN
 
 pytestmark = pytest.mark.django_db
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-
-
-@pytest.fixture(scope="module")
-def scim2_url() -> Iterator[str]:
-    with scim2_server_process() as url:
-        yield url
-
-
-@pytest.fixture
-def remote(scim2_url) -> Iterator[httpx.Client]:
-    """An HTTP client on the downstream, emptied before each test."""
-    with httpx.Client(base_url=scim2_url + "/", headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-        for endpoint in ("Groups", "Users"):
-            for item in client.get(endpoint, params={"count": 1000}).json().get("Resources", []):
-                client.delete(f"{endpoint}/{item['id']}")
-        yield client
 
 
 @pytest.fixture
