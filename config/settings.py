@@ -239,6 +239,14 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.ScryptPasswordHasher",
 ]
 
+# Admin sign-in throttling (config.admin_login): failed attempts per username and per client address
+# within a window of this many seconds, counted in the cache (shared through Redis when REDIS_URL is set).
+ADMIN_LOGIN_WINDOW = env_int("ADMIN_LOGIN_WINDOW", 900, minimum=1)
+ADMIN_LOGIN_MAX_FAILURES_PER_USER = env_int("ADMIN_LOGIN_MAX_FAILURES_PER_USER", 5, minimum=1)
+ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1)
+# Reverse proxies in front of the web processes that append to X-Forwarded-For (0: use REMOTE_ADDR).
+ADMIN_LOGIN_TRUSTED_PROXIES = env_int("ADMIN_LOGIN_TRUSTED_PROXIES", 0, minimum=0)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
