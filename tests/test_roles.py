@@ -8,12 +8,15 @@ a role that holds it gets what an administrator gets.
 
 import uuid
 from http import HTTPStatus
+from io import StringIO
 from typing import Any
 
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group as AuthGroup
+from django.contrib.auth.models import Permission
+from django.core.management import call_command
 from django.db import models
 from django.test import Client
 from django.urls import reverse
@@ -22,7 +25,7 @@ from django.utils import timezone
 from directory import services
 from directory.actors import Actor
 from directory.models import AuditEntry, ChangeEvent, ExtensionDataExport, Membership
-from directory.roles import ADMINISTRATORS, HELPDESK, ROLES, roles_sync_installed
+from directory.roles import ADMINISTRATORS, AUDITORS, HELPDESK, ROLES, roles_sync_installed
 from provisioning.models import (
     AttributeMapping,
     Delivery,
@@ -240,3 +243,93 @@ def test_custom_admin_page_per_role(
         if post_needs and not user.has_perm(post_needs):
             # An empty POST is refused before anything runs (no action, no save, no checks sent).
             assert _status(client, url, "post") == HTTPStatus.FORBIDDEN, (role, url)
+
+
+def test_roles_hold_what_they_are_documented_to_hold(db) -> None:  # type: ignore[no-untyped-def]
+    roles_sync_installed()
+
+    def perms(name: str) -> set[str]:
+        group = AuthGroup.objects.get(name=name)
+        return {
+            f"{p.content_type.app_label}.{p.codename}"
+            for p in group.permissions.select_related("content_type")
+        }
+
+    helpdesk, auditors, administrators = perms(HELPDESK), perms(AUDITORS), perms(ADMINISTRATORS)
+    assert administrators == {
+        f"{app}.{codename}"
+        for app, codename in Permission.objects.values_list("content_type__app_label", "codename")
+    }
+    assert {"directory.change_user", "directory.delete_group", "directory.add_membership"} <= helpdesk
+    assert "directory.view_auditentry" in helpdesk
+    assert not {p for p in helpdesk if not p.startswith("directory.")}
+    for forbidden in (
+        "directory.change_extensionschema",
+        "directory.view_extensionschema",
+        "auth.change_user",
+    ):
+        assert forbidden not in helpdesk
+    assert all(p.split(".")[1].startswith("view_") for p in auditors)
+    assert {
+        "directory.view_auditentry",
+        "provisioning.view_deliveryattempt",
+        "scim_api.view_scimclient",
+    } <= auditors
+
+
+def test_sync_roles_restores_drifted_permissions(db) -> None:  # type: ignore[no-untyped-def]
+    roles_sync_installed()
+    helpdesk = AuthGroup.objects.get(name=HELPDESK)
+    helpdesk.permissions.add(Permission.objects.get(codename="change_target"))
+    AuthGroup.objects.filter(name=AUDITORS).delete()
+    out = StringIO()
+    call_command("sync_roles", stdout=out)
+    assert not helpdesk.permissions.filter(codename="change_target").exists()
+    assert AuthGroup.objects.get(name=AUDITORS).permissions.filter(codename="view_target").exists()
+    assert "helpdesk: " in out.getvalue()
+
+
+def _action_names(client: Client, url: str) -> set[str]:
+    response = client.get(url)
+    if response.status_code != HTTPStatus.OK:
+        return set()
+    form = response.context.get("action_form")
+    return {name for name, _ in form.fields["action"].choices if name} if form else set()
+
+
+@pytest.mark.parametrize("label", _admin_models())
+def test_admin_actions_offered_only_to_roles_that_may_change(
+    operators: dict[str, Client], objects: dict[str, Any], label: str
+) -> None:
+    app_label, model_name = label.split(".")
+    url = reverse(f"admin:{app_label}_{model_name}_changelist")
+    assert _action_names(operators[AUDITORS], url) == set(), "auditors are read-only"
+    assert _action_names(operators[NOBODY], url) == set()
+    if app_label != "directory" or model_name not in ("user", "group", "membership"):
+        assert _action_names(operators[HELPDESK], url) == set()
+
+
+def test_auditor_posting_a_target_action_changes_nothing(
+    operators: dict[str, Client], objects: dict[str, Any]
+) -> None:
+    target = objects["provisioning.target"]
+    url = reverse("admin:provisioning_target_changelist")
+    operators[AUDITORS].post(url, {"action": "pause", "_selected_action": [target.pk]})
+    target.refresh_from_db()
+    assert target.paused is False
+    operators[ADMINISTRATORS].post(url, {"action": "pause", "_selected_action": [target.pk]})
+    target.refresh_from_db()
+    assert target.paused is True
+
+
+def test_helpdesk_edits_a_user_through_the_services(
+    operators: dict[str, Client], objects: dict[str, Any]
+) -> None:
+    user = objects["directory.user"]
+    operators[HELPDESK].post(
+        reverse("admin:directory_user_changelist"), {"action": "deactivate", "_selected_action": [user.pk]}
+    )
+    user.refresh_from_db()
+    assert user.active is False
+    entry = AuditEntry.objects.filter(object_id=user.pk).latest("id")
+    assert (entry.actor_type, entry.actor_name, entry.action) == ("operator", f"op-{HELPDESK}", "deactivate")
