@@ -27,7 +27,10 @@ def admin_action_record(
 ) -> None:
     """One audit entry for an operator's admin action on `obj` (any model)."""
     if isinstance(message, str) and message.startswith("["):
-        message = json.loads(message)  # the admin's structured change message
+        try:
+            message = json.loads(message)  # the admin's structured change message
+        except ValueError:
+            pass  # a plain message that happens to start with "["
     if message:
         changes["message"] = message
     services.operator_event_record(

@@ -330,7 +330,8 @@ class AuditEntry(models.Model):
     object_type = models.CharField(max_length=32, choices=ObjectType.choices)
     # Users, groups and schemas; objects keyed otherwise (a target's number, a username) use object_key.
     object_id = models.UUIDField(null=True, blank=True)
-    object_key = models.CharField(max_length=64, blank=True, default="")
+    # db_default too: directory.extensions inserts audit rows with SQL that names its columns.
+    object_key = models.CharField(max_length=64, blank=True, default="", db_default="")
     object_repr = models.CharField(max_length=255, blank=True, default="")
     # {"field": [old, new]} for updates; {"members_added": [...]} for memberships.
     changes = models.JSONField(default=dict, blank=True)
