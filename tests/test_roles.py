@@ -333,3 +333,20 @@ def test_helpdesk_edits_a_user_through_the_services(
     assert user.active is False
     entry = AuditEntry.objects.filter(object_id=user.pk).latest("id")
     assert (entry.actor_type, entry.actor_name, entry.action) == ("operator", f"op-{HELPDESK}", "deactivate")
+
+
+def test_read_only_roles_never_see_target_credentials(
+    operators: dict[str, Client], objects: dict[str, Any]
+) -> None:
+    target = objects["provisioning.target"]
+    for role in (AUDITORS, ADMINISTRATORS):
+        page = operators[role].get(reverse("admin:provisioning_target_change", args=[target.pk]))
+        assert page.status_code == HTTPStatus.OK
+        assert "downstream-token" not in page.content.decode()
+    # An auditor's page is read-only: no form to post credentials with.
+    assert (
+        'name="token"'
+        not in operators[AUDITORS]
+        .get(reverse("admin:provisioning_target_change", args=[target.pk]))
+        .content.decode()
+    )
