@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from config import operators_admin  # noqa: F401 - audited operator pages, throttled sign-in
 from scim_api import oauth
 
 admin.site.site_header = "Identity directory"

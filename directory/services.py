@@ -1063,6 +1063,29 @@ def _audit_schema(actor: Actor, action: str, schema: ExtensionSchema, changes: d
     )
 
 
+def operator_event_record(
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str,
+    object_key: str,
+    object_repr: str,
+    changes: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """An audit entry for an operator action that no directory write records: a sign-in, or an admin
+    change to a target, a SCIM client, an inbound source and the like (their own apps call this)."""
+    return AuditEntry.objects.create(
+        actor_type=actor.type,
+        actor_id=actor.id,
+        actor_name=actor.name[:255],
+        action=action[:32],
+        object_type=object_type[:32],
+        object_key=object_key[:64],
+        object_repr=object_repr[:255],
+        changes=changes or {},
+    )
+
+
 def _attribute_create(schema: ExtensionSchema, spec: Mapping[str, Any], position: int) -> ExtensionAttribute:
     _check_fields(spec, ATTRIBUTE_FIELDS, "extension attribute")
     values = dict(spec)
