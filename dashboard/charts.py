@@ -16,9 +16,10 @@ from datetime import datetime
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH = 360
-HEIGHT = 140
-LEFT, RIGHT, TOP, BOTTOM = 46, 10, 10, 22
+# About the size a chart is shown at (three side by side), so its 11px labels stay 11px on screen.
+WIDTH = 320
+HEIGHT = 130
+LEFT, RIGHT, TOP, BOTTOM = 42, 10, 10, 22
 STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)
 
 

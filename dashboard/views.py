@@ -63,7 +63,7 @@ def _charts(overview: TargetOverview, window: Window, range_key: str) -> list[Ch
         (
             "Error rate",
             [Line("errors", history.error_rate, "error")],
-            {"value_format": format_percent, "minimum": 0.1},
+            {"value_format": format_percent, "minimum": 0.2},
         ),
     ]
     return [
@@ -87,6 +87,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {
         **admin.site.each_context(request),
         "title": "Operations dashboard",
+        # The charts get the whole width; the app list is one click away (Home).
+        "is_nav_sidebar_enabled": False,
         "now": now,
         "range_key": range_key,
         "ranges": [(key, RANGE_LABELS[key]) for key in RANGES],

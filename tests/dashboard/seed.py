@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -47,18 +48,18 @@ def make_client(name: str, **fields: object) -> ScimClient:
     return client
 
 
-def seed_history(target: Target, *, now: datetime, shape: float, error_every: int) -> None:
+def seed_history(target: Target, *, now: datetime, shape: float, failing: Callable[[int], int]) -> None:
     """A week of pushes (hourly over the last day, every three hours before) and queue samples.
 
     `shape` shifts the lag and queue curves so that each target draws its own;
-    every `error_every`-th push fails.
+    `failing(hours_ago)` says how many of that hour's three pushes fail.
     """
     events, deliveries, attempts, samples = [], [], [], []
     for hour in range(7 * 24):
         if hour >= 24 and hour % 3:
             continue
         at = now - timedelta(hours=hour, minutes=20)
-        wave = 1 + math.sin(hour / 4 + shape)
+        wave = 1 + math.sin(2 * math.pi * hour / 24 + shape)
         for push in range(3):
             object_id = uuid.uuid4()
             lag = 0.4 + shape * wave + push * 0.3
@@ -75,7 +76,7 @@ def seed_history(target: Target, *, now: datetime, shape: float, error_every: in
             deliveries.append(
                 Delivery(target=target, object_type="user", object_id=object_id, state=Delivery.State.DONE)
             )
-            failed = (hour * 3 + push) % error_every == 0
+            failed = push < failing(hour)
             attempts.append(
                 DeliveryAttempt(
                     target=target,
@@ -87,7 +88,7 @@ def seed_history(target: Target, *, now: datetime, shape: float, error_every: in
                 )
             )
     for minutes in range(0, 7 * 24 * 60, 10):
-        wave = 1 + math.sin(minutes / 240 + shape)
+        wave = 1 + math.sin(2 * math.pi * minutes / (24 * 60) + shape)
         samples.append(
             TargetSample(
                 target=target,
@@ -144,11 +145,20 @@ def seed_dashboard(*, now: datetime) -> Seeded:
         ),
         "Zendesk": make_target("Zendesk", paused=True),
     }
-    for shape, (target, error_every) in enumerate(
-        zip(seeded.targets.values(), (97, 7, 2, 50), strict=True), start=1
-    ):
-        seed_history(target, now=now, shape=shape / 2, error_every=error_every)
+    failing: dict[str, Callable[[int], int]] = {
+        "Slack": lambda hour: 0,
+        "Salesforce": lambda hour: 1 if hour < 3 or hour % 11 == 0 else 0,
+        # Down for the last six hours: every push failed, which is what quarantined it.
+        "Legacy LDAP bridge": lambda hour: 3 if hour < 6 else (1 if hour % 9 == 0 else 0),
+        "Zendesk": lambda hour: 2 if 40 <= hour < 46 else 0,
+    }
+    for shape, (name, target) in enumerate(seeded.targets.items(), start=1):
+        seed_history(target, now=now, shape=shape / 2, failing=failing[name])
 
+    # What waits now: a quarantined target piles changes up, a paused one keeps them.
+    for name, waiting in (("Legacy LDAP bridge", 12), ("Zendesk", 5)):
+        for _ in range(waiting):
+            Delivery.objects.create(target=seeded.targets[name], object_type="user", object_id=uuid.uuid4())
     salesforce = seeded.targets["Salesforce"]
     for user in users[:4]:
         Delivery.objects.create(target=salesforce, object_type="user", object_id=user.pk)
