@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 
-from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 # About the size a chart is shown at (three side by side), so its 11px labels stay 11px on screen.
@@ -104,6 +104,7 @@ def line_chart(
         return TOP + plot_height * (1 - min(value, scale.maximum) / scale.maximum)
 
     # Numbers are formatted here; the only text (labels, times, values) goes through escape().
+    times = [escape(start.strftime(time_format)) for start in starts]
     parts: list[str] = []
     for tick in scale.ticks:
         parts.append(
@@ -121,10 +122,10 @@ def line_chart(
             anchor, at = "middle", x(index)
         parts.append(
             f'<text class="chart-label" x="{at:.1f}" y="{height - 6}" text-anchor="{anchor}">'
-            f"{escape(starts[index].strftime(time_format))}</text>"
+            f"{times[index]}</text>"
         )
     for position, line in enumerate(lines):
-        style = escape(line.style)
+        style, label = escape(line.style), escape(line.label)
         for run in _runs(line.values):
             points = " ".join(f"{x(index):.1f},{y(value):.1f}" for index, value in run)
             if len(run) > 1:
@@ -141,7 +142,7 @@ def line_chart(
                 parts.append(
                     f'<circle class="chart-dot chart-dot-{style}{" chart-dot-alone" if alone else ""}"'
                     f' cx="{x(index):.1f}" cy="{y(value):.1f}" r="{3 if alone else 2}">'
-                    f"<title>{escape(starts[index].strftime(time_format))} {escape(line.label)}:"
+                    f"<title>{times[index]} {label}:"
                     f" {escape(value_format(value))}</title></circle>"
                 )
     if not measured:
