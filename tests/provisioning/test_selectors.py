@@ -16,6 +16,7 @@ from provisioning.selectors import (
     targets_overview,
     window_ending,
 )
+from provisioning.status import target_status
 
 NOW = datetime(2026, 11, 29, 10, 17, 30, tzinfo=UTC)
 # SQLite measures lag through julianday(), good to about 0.1 ms.
@@ -161,3 +162,25 @@ def test_held_oldest_lists_held_deliveries_oldest_first(target_factory) -> None:
 
     assert [delivery.pk for delivery in held_oldest()] == [older.pk, newer.pk]
     assert [delivery.pk for delivery in held_oldest(limit=1)] == [older.pk]
+
+
+@pytest.mark.django_db
+def test_last_hour_matches_the_status_page(target_factory) -> None:
+    target = target_factory()
+    for minutes, outcome, lag in (
+        (5, "success", 0.5),
+        (15, "success", 2.5),
+        (25, "retry", None),
+        (90, "failed", None),
+    ):
+        push(target, NOW - timedelta(minutes=minutes), outcome=outcome, lag=lag)
+
+    (overview,) = targets_overview(window=DAY, now=NOW)
+    status = target_status(target=target, now=NOW)
+
+    assert (
+        (overview.last_hour.attempts, overview.last_hour.errors) == (status.attempts, status.errors) == (3, 1)
+    )
+    assert overview.last_hour.lag.samples == status.lag.samples == 2
+    assert overview.last_hour.lag.p50 == pytest.approx(status.lag.p50, abs=MS)
+    assert overview.last_hour.lag.p95 == pytest.approx(status.lag.p95, abs=MS)
