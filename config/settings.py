@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "directory",
     "scim_api",
     "provisioning",
+    "dashboard",
 ]
 
 # Sessions, CSRF, the Django user and messages, for every path but /scim/ and /oauth/ (bearer-token
@@ -206,6 +207,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("PROVISIONING_RUNS_TICK_INTERVAL", 60.0, minimum=1.0),
         "options": {"expires": 50},
     },
+    # The dashboard's queue-depth history: one sample per target a minute, old ones purged.
+    "sample-targets": {
+        "task": "provisioning.tasks.sample_targets",
+        "schedule": 60.0,
+        "options": {"expires": 50},
+    },
     "purge-provisioning-runs": {
         "task": "provisioning.tasks.purge_provisioning_runs",
         "schedule": 3600.0,
@@ -354,6 +361,7 @@ PROVISIONING = {
     "BATCH_SIZE": env_int("PROVISIONING_BATCH_SIZE", 50, minimum=1, maximum=500),
     "LOG_RETENTION_DAYS": env_int("PROVISIONING_LOG_RETENTION_DAYS", 30, minimum=1),
     "RUN_RETENTION_DAYS": env_int("PROVISIONING_RUN_RETENTION_DAYS", 90, minimum=1),
+    "SAMPLE_RETENTION_DAYS": env_int("PROVISIONING_SAMPLE_RETENTION_DAYS", 8, minimum=8),
     "FULL_SYNC_PAGE_SIZE": env_int("PROVISIONING_FULL_SYNC_PAGE_SIZE", 1000, minimum=1),
     "RECONCILE_PAGE_SIZE": env_int("PROVISIONING_RECONCILE_PAGE_SIZE", 100, minimum=1),
 }

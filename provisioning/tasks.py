@@ -4,7 +4,7 @@ import uuid
 
 from celery import shared_task
 
-from provisioning import reconcile, relay, services, sync_runs
+from provisioning import reconcile, relay, sampling, services, sync_runs
 from provisioning.conf import provisioning_setting
 from provisioning.models import ReconciliationRun, SyncRun
 
@@ -84,3 +84,10 @@ def provisioning_runs_tick() -> None:
 def purge_provisioning_runs(older_than_days: int | None = None) -> int:
     days = older_than_days if older_than_days is not None else provisioning_setting("RUN_RETENTION_DAYS")
     return reconcile.runs_purge(older_than_days=days)
+
+
+@shared_task(ignore_result=True)
+def sample_targets() -> int:
+    """Every minute: each target's queue depth for the dashboard, and the purge of old samples."""
+    sampling.target_samples_purge()
+    return sampling.target_samples_record()
