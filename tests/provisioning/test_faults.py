@@ -143,7 +143,12 @@ def test_http_faults_end_in_exactly_the_desired_state(workers: Processes) -> Non
         # The circuit went back to healthy once requests succeeded again.
         target.refresh_from_db()
         assert target.circuit_state == Target.CircuitState.HEALTHY
-        assert not Delivery.objects.filter(state__in=["failed", "running"]).exists()
+        # Downstream can hold a batch's last write a moment before the worker records the batch.
+        eventually(
+            lambda: not Delivery.objects.filter(state__in=["failed", "running"]).exists(),
+            "every delivery recorded, none failed",
+            timeout=10,
+        )
 
 
 def _free_port() -> int:

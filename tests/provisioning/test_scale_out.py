@@ -251,7 +251,12 @@ def test_two_web_processes_and_two_workers_lose_and_duplicate_nothing(
         assert numbers == sorted(numbers), f"{remote_id} received {history}"
     # The order check has teeth: most users received several title writes, not one folded write.
     assert sum(len(history) > 2 for history in downstream.titles.values()) >= USERS // 2
-    assert not Delivery.objects.filter(state__in=["failed", "held", "running"]).exists()
+    # Downstream can hold a batch's last write a moment before the worker records the batch.
+    eventually(
+        lambda: not Delivery.objects.filter(state__in=["failed", "held", "running"]).exists(),
+        "every delivery recorded, none failed or held",
+        timeout=10,
+    )
     assert not DeliveryAttempt.objects.filter(outcome__in=["failed", "disputed"]).exists()
 
     # Both workers delivered; beat ran in its own single process.
