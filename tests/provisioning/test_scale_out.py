@@ -101,7 +101,9 @@ def downstream() -> Iterator[RecordingScim]:
 def cluster(processes: Processes) -> tuple[Processes, list[str]]:
     """Two workers and one beat (not waited for), then two web servers (each waited for)."""
     for _ in range(2):
-        processes.worker(concurrency=4, loglevel="INFO")
+        # Leases as long as a slow batch may take on a loaded machine (production: 300 s): no worker
+        # dies here, and a lease running out under a live push would be a redelivery by design.
+        processes.worker(concurrency=4, loglevel="INFO", PROVISIONING_LEASE_SECONDS="30")
     processes.beat()
     return processes, [processes.web(threads=4) for _ in range(2)]
 
