@@ -9,14 +9,9 @@ current attributes, and no user's history going back to an older value (per-obje
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -28,6 +23,7 @@ from directory.services import NewUser, users_create_many
 from provisioning.models import Delivery, Target, VendorProfile
 from provisioning.services import target_full_sync
 from tests.provisioning.faulty_scim import Fault, FaultyScim, faulty_scim
+from tests.provisioning.private_redis import PrivateRedis
 from tests.provisioning.realworker import Workers, broker_url, eventually, route_here
 
 pytestmark = [pytest.mark.celery_worker, pytest.mark.postgres, pytest.mark.redis]
@@ -147,66 +143,6 @@ def test_http_faults_end_in_exactly_the_desired_state(workers: Workers) -> None:
         target.refresh_from_db()
         assert target.circuit_state == Target.CircuitState.HEALTHY
         assert not Delivery.objects.filter(state__in=["failed", "running"]).exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, without persistence: a restart loses every queued message."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = _free_port()
-        self.tmp_path = tmp_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        eventually(self._up, "redis-server listening", timeout=10, every=0.05)
-
-    def _up(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def private_redis(tmp_path) -> Iterator[PrivateRedis]:  # type: ignore[no-untyped-def]
-    if not any(os.access(os.path.join(p, "redis-server"), os.X_OK) for p in os.environ["PATH"].split(":")):
-        pytest.skip("redis-server is not installed")
-    redis = PrivateRedis(tmp_path)
-    redis.start()
-    yield redis
-    if redis.process is not None and redis.process.poll() is None:
-        redis.kill()
 
 
 @pytest.mark.xfail(
