@@ -4,6 +4,11 @@ Each worker runs with embedded beat (the relay and the sweeper, on short interva
 run's database and on the broker given, with the lane queues under a prefix of its own, so test
 runs sharing a Redis never take each other's tasks. `route_here` makes what the test process queues
 (a full sync, a scope edit) go to the same broker and prefix.
+
+Like the process manager production needs (README, "Running the workers"), `Workers` starts again
+a worker that exits on its own (Celery exits on an "Unrecoverable error", which kombu raised in
+this test suite when Redis went away while the worker held unacknowledged messages); a worker the
+test kills or stops stays down. Each restart is printed with the worker logs.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -49,6 +55,13 @@ class Workers:
         self.prefix = f"t{uuid.uuid4().hex[:10]}."
         self.processes: list[subprocess.Popen[str]] = []
         self.outputs: list[Path] = []
+        # Per worker started: its command line and environment, and its process while it should run.
+        self.commands: list[tuple[list[str], dict[str, str]]] = []
+        self.running: dict[int, subprocess.Popen[str]] = {}
+        self.restarts: list[str] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.supervisor: threading.Thread | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
@@ -72,8 +85,7 @@ class Workers:
         }
 
     def start(self, *, concurrency: int = 4, beat: bool = True, **extra: str) -> subprocess.Popen[str]:
-        n = len(self.processes)
-        log = self.tmp_path / f"worker-{n}.log"
+        n = len(self.commands)
         command = [
             sys.executable,
             "-m",
@@ -83,17 +95,28 @@ class Workers:
             "worker",
             "--pool=threads",
             f"--concurrency={concurrency}",
-            "--loglevel=WARNING",
+            f"--loglevel={os.environ.get('TEST_WORKER_LOGLEVEL', 'WARNING')}",
             "-n",
             f"w{n}-{self.prefix}@%h",
         ]
         if beat:
             command += ["--beat", "--schedule", str(self.tmp_path / f"beat-{n}")]
+        self.commands.append((command, self.env(**extra)))
+        with self.lock:
+            process = self._spawn(n)
+        if self.supervisor is None:
+            self.supervisor = threading.Thread(target=self._supervise, daemon=True)
+            self.supervisor.start()
+        return process
+
+    def _spawn(self, n: int) -> subprocess.Popen[str]:
+        command, env = self.commands[n]
+        log = self.tmp_path / f"worker-{n}.{len(self.outputs)}.log"
         with log.open("w") as output:
             process = subprocess.Popen(
                 command,
                 cwd=BASE_DIR,
-                env=self.env(**extra),
+                env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -101,14 +124,35 @@ class Workers:
             )
         self.processes.append(process)
         self.outputs.append(log)
+        self.running[n] = process
         return process
 
+    def _supervise(self) -> None:
+        """Start again, as a process manager would, each worker that exited without being told to."""
+        while not self.stopping.wait(0.2):
+            with self.lock:
+                for n, process in list(self.running.items()):
+                    if process.poll() is not None and not self.stopping.is_set():
+                        self.restarts.append(f"worker {n} exited with {process.returncode}; started again")
+                        try:  # its embedded beat too, if it outlived the worker
+                            os.killpg(process.pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                        self._spawn(n)
+
     def kill(self, process: subprocess.Popen[str]) -> None:
-        """kill -9: no warm shutdown, no acknowledgement, leases left behind."""
+        """kill -9: no warm shutdown, no acknowledgement, leases left behind. It stays down."""
+        with self.lock:
+            for n, running in list(self.running.items()):
+                if running is process:
+                    del self.running[n]
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
     def stop_all(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            self.running.clear()
         for process in self.processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -118,9 +162,11 @@ class Workers:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
-        for n, log in enumerate(self.outputs):
+        for line in self.restarts:
+            print(f"----- {line} -----")
+        for log in self.outputs:
             text = log.read_text() if log.exists() else ""
-            print(f"----- worker {n} -----\n{text[-8000:]}")
+            print(f"----- {log.name} -----\n{text[-8000:]}")
 
 
 def route_here(monkeypatch: pytest.MonkeyPatch, workers: Workers) -> None:
