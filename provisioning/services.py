@@ -1487,7 +1487,10 @@ def deliveries_sweep(*, limit: int = 1000) -> int:
     now = timezone.now()
     if broker.broker_lost_tasks():
         sent = _resend_after_broker_loss(now, page=limit)
-        logger.warning("the broker lost its tasks (restart or flush): %d deliveries sent again", sent)
+        logger.warning(
+            "broker marker missing (a new, restarted or flushed broker): %d queued deliveries sent again",
+            sent,
+        )
         return sent
     stale = now - timedelta(seconds=provisioning_setting("REENQUEUE_AFTER_SECONDS"))
     due = (
