@@ -156,6 +156,9 @@ def test_a_killed_worker_and_a_restarted_redis_lose_nothing(
     try:
         with faulty_scim(delay=0.003) as service:
             make_target(service)
+            # Forty creates take half a second each (under the 1 s read timeout): the first worker is
+            # still part-way when the kill comes, however fast or loaded the machine.
+            service.add(Fault("POST", "sleep", seconds=0.5, times=40))
             first = workers.start()
             users = create_users(300)
             for user in users[:150]:
@@ -169,7 +172,9 @@ def test_a_killed_worker_and_a_restarted_redis_lose_nothing(
             for user in users[100:200]:
                 directory.user_update(actor=ACTOR, user_id=user.pk, title="v2")
             workers.start()
-            eventually(lambda: len(service.users) > done_before + 20, "the second worker goes on", timeout=30)
+            # Under load a worker takes 10-15 s to start, and the concurrency slots the killed one held
+            # stay taken until their own lease ends (BATCH_SECONDS + timeouts + 5 s: 12 s here).
+            eventually(lambda: len(service.users) > done_before + 20, "the second worker goes on", timeout=60)
             # Redis dies with every queued task in it, and comes back empty on the same port.
             private_redis.kill()
             for user in users[150:250]:
