@@ -145,7 +145,19 @@ if CELERY_BROKER_URL == "filesystem://":
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"queue_order_strategy": "priority"}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "queue_order_strategy": "priority",
+        # A Redis that vanishes without closing the connection (a failover, a network cut) makes a
+        # publish or a read fail after these many seconds instead of waiting forever; the worker then
+        # reconnects. The worker's own reads return every second (kombu's BRPOP timeout), well within.
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "socket_keepalive": True,
+    }
+# A broker outage must not stop a worker or beat for good: retry the connection forever (Celery's
+# default gives up after 100 attempts, about 45 minutes, and exits). See README, "Broker loss".
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or REDIS_URL or None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -235,7 +247,13 @@ CELERY_IMPORTS = ["scim_api.inbound.tasks"]
 # share them; otherwise each process keeps its own.
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # A Redis that stopped answering fails a call (a rate limit, the pacer) in seconds,
+            # instead of holding a request or a worker thread for ever.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
+        }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "directory"}
     )

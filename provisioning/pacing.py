@@ -11,10 +11,18 @@ rate-limited target holds no worker slot that another target's work could use.
 
 The rate limit is GCRA (the "generic cell rate algorithm", a token bucket kept
 as one timestamp): `rate` requests per second on average, up to `burst` at once.
+
+Redis going away (a restart, a failover) must not strand work: while it cannot be
+reached the pacer answers "wait UNAVAILABLE_WAIT seconds" (it cannot tell whether a
+limit or a Retry-After holds, so it lets nothing through), and the batch is put back
+untouched instead of failing with its deliveries leased. A restarted Redis comes back
+with no pacing state at all: no rate used, no slot held, no block; that errs toward
+sending, within one burst and the concurrency cap, which the next requests re-establish.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -23,6 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from django.core.cache import cache
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+# Seconds a batch waits when the pacer's Redis cannot be reached (see the module's docstring).
+UNAVAILABLE_WAIT = 1.0
 
 # Redis evaluates each script atomically, so racing workers cannot both take the last token or slot.
 # The clock is Redis's own (TIME), so workers on machines with skewed clocks still agree.
@@ -104,24 +118,46 @@ class RedisPacer:
         A rate of 0 means no limit; a block (a server's Retry-After) holds either way.
         """
         interval = 1.0 / rate if rate > 0 else 0.0
-        return float(
-            self._reserve(
-                keys=[f"pace:rate:{key}", f"pace:block:{key}"],
-                args=[interval, interval * (max(burst, 1) - 1)],
+        try:
+            return float(
+                self._reserve(
+                    keys=[f"pace:rate:{key}", f"pace:block:{key}"],
+                    args=[interval, interval * (max(burst, 1) - 1)],
+                )
             )
-        )
+        except RedisError as exc:
+            return _unavailable("reserve", exc)
 
     def block(self, key: str, seconds: float) -> None:
-        """No request to this target for `seconds` (a Retry-After), whoever asks; a longer block stays."""
-        self._block(keys=[f"pace:block:{key}"], args=[seconds])
+        """No request to this target for `seconds` (a Retry-After), whoever asks; a longer block stays.
+
+        Without Redis the block is not shared: the batch that got the Retry-After waits anyway, and
+        another batch that meets the same 429 waits in turn.
+        """
+        try:
+            self._block(keys=[f"pace:block:{key}"], args=[seconds])
+        except RedisError as exc:
+            _unavailable("block", exc)
 
     def acquire(self, key: str, *, limit: int, lease_seconds: float) -> Slot:
         token = uuid.uuid4().hex
-        wait = float(self._acquire(keys=[f"pace:slots:{key}"], args=[limit, lease_seconds, token]))
+        try:
+            wait = float(self._acquire(keys=[f"pace:slots:{key}"], args=[limit, lease_seconds, token]))
+        except RedisError as exc:
+            return Slot(token=None, wait=_unavailable("acquire", exc))
         return Slot(token=token, wait=0.0) if wait == 0 else Slot(token=None, wait=max(wait, 0.01))
 
     def release(self, key: str, token: str) -> None:
-        self.client.zrem(f"pace:slots:{key}", token)
+        try:
+            self.client.zrem(f"pace:slots:{key}", token)
+        except RedisError as exc:
+            # The slot frees itself when its lease runs out (or went with a restarted Redis).
+            _unavailable("release", exc)
+
+
+def _unavailable(operation: str, exc: Exception) -> float:
+    logger.warning("pacer unavailable (%s), waiting %.1f s: %s", operation, UNAVAILABLE_WAIT, exc)
+    return UNAVAILABLE_WAIT
 
 
 @dataclass

@@ -25,18 +25,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from directory import selectors
 from directory.exceptions import ObjectNotFound
 from directory.models import Group, Membership, User
-from provisioning import pacing, queue, sync_runs
+from provisioning import broker, pacing, queue, sync_runs
 from provisioning.clients import (
     Conflict,
     Exchange,
@@ -1095,22 +1096,15 @@ def _update_circuit(target: Target, pushes: Sequence[Push]) -> None:
             circuit_next_attempt_at=now + timedelta(seconds=_backoff(_quarantine_count(target) + 2, None)),
         )
         return
-    key = _streak_key(target)
-    last_ok = max((n for n, push in enumerate(pushes) if push.outcome not in (Outcome.RETRY,)), default=None)
     failed = [push for push in pushes if push.outcome == Outcome.RETRY and push.paced is None]
-    if last_ok is not None:
-        streak = sum(
-            1 for push in pushes[last_ok + 1 :] if push.outcome == Outcome.RETRY and push.paced is None
-        )
-        cache.set(key, streak, timeout=86400)
-    elif failed:
-        cache.add(key, 0, timeout=86400)
-        try:
-            streak = cache.incr(key, len(failed))
-        except ValueError:  # expired between the two calls
-            cache.set(key, len(failed), timeout=86400)
-            streak = len(failed)
-    else:
+    try:
+        streak = _count_streak(_streak_key(target), pushes, failed)
+    except RedisError as exc:
+        # The streak lives in the cache (Redis in production). Without it the circuit stays as it
+        # is for this batch: the attempts are still recorded, and the next batch counts again.
+        logger.warning("circuit of target %s not updated, cache unavailable: %s", target.name, exc)
+        return
+    if streak is None:
         return
     if streak == 0:
         if target.circuit_state != Target.CircuitState.HEALTHY:
@@ -1133,6 +1127,25 @@ def _update_circuit(target: Target, pushes: Sequence[Push]) -> None:
             circuit_reason=f"{streak} transient failures in a row (one request at a time until a success); "
             f"the last: {error}"[:1000],
         )
+
+
+def _count_streak(key: str, pushes: Sequence[Push], failed: Sequence[Push]) -> int | None:
+    """The target's failure streak after these pushes (None: nothing to count), kept in the cache."""
+    last_ok = max((n for n, push in enumerate(pushes) if push.outcome not in (Outcome.RETRY,)), default=None)
+    if last_ok is not None:
+        streak = sum(
+            1 for push in pushes[last_ok + 1 :] if push.outcome == Outcome.RETRY and push.paced is None
+        )
+        cache.set(key, streak, timeout=86400)
+        return streak
+    if not failed:
+        return None
+    cache.add(key, 0, timeout=86400)
+    try:
+        return int(cache.incr(key, len(failed)))
+    except ValueError:  # expired between the two calls
+        cache.set(key, len(failed), timeout=86400)
+        return len(failed)
 
 
 def _concurrency(target: Target, lane: int) -> int:
@@ -1466,11 +1479,22 @@ class DeliveryBusy(Exception):
 
 
 def deliveries_sweep(*, limit: int = 1000) -> int:
-    """Send again what a lost task, a killed worker or a due retry left behind. Returns how many."""
+    """Send again what a lost task, a killed worker or a due retry left behind. Returns how many.
+
+    When the broker lost its tasks (provisioning.broker), every queued delivery that is due is
+    sent again now, however recently its task was sent, instead of REENQUEUE_AFTER_SECONDS later.
+    """
     now = timezone.now()
+    if broker.broker_lost_tasks():
+        sent = _resend_after_broker_loss(now, page=limit)
+        logger.warning(
+            "broker marker missing (a new, restarted or flushed broker): %d queued deliveries sent again",
+            sent,
+        )
+        return sent
     stale = now - timedelta(seconds=provisioning_setting("REENQUEUE_AFTER_SECONDS"))
     due = (
-        Q(state=Delivery.State.RUNNING, lease_until__lt=now)
+        _expired_leases(now)
         # A retry's own task is due at next_attempt_at; only one that is overdue was lost.
         | Q(state=Delivery.State.QUEUED, next_attempt_at__lte=now - timedelta(seconds=SWEEP_GRACE_SECONDS))
         | Q(state=Delivery.State.QUEUED, next_attempt_at__isnull=True, enqueued_at__lt=stale)
@@ -1481,10 +1505,40 @@ def deliveries_sweep(*, limit: int = 1000) -> int:
         .order_by("priority", "id")
         .values_list("pk", flat=True)[:limit]
     )
+    _resend(ids, now)
+    return len(ids)
+
+
+def _expired_leases(now: datetime) -> Q:
+    return Q(state=Delivery.State.RUNNING, lease_until__lt=now)
+
+
+def _resend(ids: Sequence[int], now: datetime) -> None:
     if ids:
         Delivery.objects.filter(pk__in=ids).update(enqueued_at=now)
         queue.send(ids)
-    return len(ids)
+
+
+def _resend_after_broker_loss(now: datetime, *, page: int) -> int:
+    """Every due queued delivery (and expired lease), a page at a time, leavers' lane first.
+
+    A retry not yet due is left to the usual sweep: its countdown task went with the broker,
+    so it is sent SWEEP_GRACE_SECONDS after it falls due.
+    """
+    due = _expired_leases(now) | Q(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now), state=Delivery.State.QUEUED
+    )
+    rows = Delivery.objects.filter(due, target__enabled=True, target__paused=False)
+    sent = 0
+    for priority in sorted(Delivery.Priority.values):
+        after = 0
+        while ids := list(
+            rows.filter(priority=priority, pk__gt=after).order_by("pk").values_list("pk", flat=True)[:page]
+        ):
+            _resend(ids, now)
+            sent += len(ids)
+            after = ids[-1]
+    return sent
 
 
 def provisioning_log_purge(*, older_than_days: int) -> int:

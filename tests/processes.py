@@ -6,6 +6,11 @@ test runs sharing a Redis never take each other's tasks. Each process writes to 
 own under the test's tmp_path; `stop_all` stops them (SIGTERM, then SIGKILL) and prints the tail of
 every log, which pytest shows when the test fails. `route_here` makes what the test process queues
 (a full sync, a scope edit, an inbound job) go to the same broker and prefix.
+
+Like the process manager production needs (README, "Broker loss"), `Processes` starts again a
+worker that exits on its own (Celery exits on an "Unrecoverable error", which kombu raised in this
+suite when Redis went away while the worker held unacknowledged messages); a worker the test kills
+stays down. Each restart is printed with the logs.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -88,6 +94,12 @@ class Processes:
         self.broker = broker or broker_url()
         self.prefix = f"t{uuid.uuid4().hex[:10]}."
         self.launched: list[Launched] = []
+        # Workers started again when they exit on their own: first name -> (current, command, env).
+        self.supervised: dict[str, tuple[Launched, list[str], dict[str, str]]] = {}
+        self.restarts: list[str] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.supervisor: threading.Thread | None = None
 
     @property
     def default_queue(self) -> str:
@@ -115,6 +127,19 @@ class Processes:
             **extra,
         }
 
+    def _supervise(self) -> None:
+        """Start again, as a process manager would, each supervised worker that exited unasked."""
+        while not self.stopping.wait(0.2):
+            with self.lock:
+                for first, (current, command, env) in list(self.supervised.items()):
+                    if current.process.poll() is None or self.stopping.is_set():
+                        continue
+                    self.restarts.append(f"{current.name} exited with {current.process.returncode}")
+                    with contextlib.suppress(ProcessLookupError):  # its embedded beat, if it outlived it
+                        os.killpg(current.process.pid, signal.SIGKILL)
+                    restarted = self._launch(f"{first}-restart-{len(self.restarts)}", command, env)
+                    self.supervised[first] = (restarted, command, env)
+
     def _launch(self, name: str, command: Sequence[str], env: dict[str, str]) -> Launched:
         log = self.tmp_path / f"{name}.log"
         with log.open("wb") as output:
@@ -141,10 +166,14 @@ class Processes:
         pool: str = "threads",
         beat: bool = False,
         queues: Sequence[str] = (),
-        loglevel: str = "WARNING",
+        loglevel: str = os.environ.get("TEST_WORKER_LOGLEVEL", "WARNING"),
+        restart: bool = True,
         **extra: str,
     ) -> Launched:
-        """`celery worker`; with `beat`, the scheduler embedded (one process only: beat must run once)."""
+        """`celery worker`; with `beat`, the scheduler embedded (one process only: beat must run once).
+
+        With `restart`, started again if it exits on its own (see the module's docstring).
+        """
         name = f"worker-{self._count('worker-')}"
         command = [
             sys.executable,
@@ -163,7 +192,15 @@ class Processes:
             command += ["-Q", ",".join(queues)]
         if beat:
             command += ["--beat", "--schedule", str(self.tmp_path / f"{name}-beat-schedule")]
-        return self._launch(name, command, self.env(**extra))
+        env = self.env(**extra)
+        with self.lock:
+            launched = self._launch(name, command, env)
+            if restart:
+                self.supervised[name] = (launched, command, env)
+        if restart and self.supervisor is None:
+            self.supervisor = threading.Thread(target=self._supervise, daemon=True)
+            self.supervisor.start()
+        return launched
 
     def beat(self, **extra: str) -> Launched:
         """`celery beat` on its own, as production runs it."""
@@ -231,11 +268,18 @@ class Processes:
         return done.stdout
 
     def kill(self, launched: Launched) -> None:
-        """kill -9: no warm shutdown, no acknowledgement, leases left behind."""
-        os.killpg(launched.process.pid, signal.SIGKILL)
-        launched.process.wait(timeout=10)
+        """kill -9: no warm shutdown, no acknowledgement, leases left behind. It stays down."""
+        with self.lock:
+            current, *_ = self.supervised.pop(launched.name, (launched,))
+        os.killpg(current.process.pid, signal.SIGKILL)
+        current.process.wait(timeout=10)
 
     def stop_all(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            self.supervised.clear()
+        for line in self.restarts:
+            print(f"----- {line}; started again -----")
         for launched in self.launched:
             if launched.process.poll() is None:
                 os.killpg(launched.process.pid, signal.SIGTERM)

@@ -1,4 +1,5 @@
 import importlib
+import os
 from collections.abc import Iterator
 
 import httpx
@@ -6,6 +7,7 @@ import pytest
 
 from provisioning.models import Target, VendorProfile
 from tests.provisioning.downstream import TOKEN, scim2_server_process
+from tests.provisioning.private_redis import PrivateRedis
 
 SHIPPED = importlib.import_module("provisioning.migrations.0002_shipped_vendor_profiles").PROFILES
 
@@ -62,3 +64,14 @@ def remote(scim2_url) -> Iterator[httpx.Client]:
             for item in client.get(endpoint, params={"count": 1000}).json().get("Resources", []):
                 client.delete(f"{endpoint}/{item['id']}")
         yield client
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[PrivateRedis]:  # type: ignore[no-untyped-def]
+    if not any(os.access(os.path.join(p, "redis-server"), os.X_OK) for p in os.environ["PATH"].split(":")):
+        pytest.skip("redis-server is not installed")
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    yield redis
+    if redis.process is not None and redis.process.poll() is None:
+        redis.kill()

@@ -201,7 +201,9 @@ def test_the_circuit_degrades_then_quarantines_on_failures_in_a_row_and_heals_on
     settings.PROVISIONING = {
         "DEGRADE_AFTER_FAILURES": 2,
         "QUARANTINE_AFTER_FAILURES": 4,
-        "BACKOFF_BASE": 0.01,
+        # The quarantine lasts a few seconds: a loaded machine must not reach its end before the
+        # attempt below that it should stop (with 0.01 it lasted 20-40 ms, and that attempt went through).
+        "BACKOFF_BASE": 1.0,
     }
     target = target_factory()
     people = users(actor, 1)
