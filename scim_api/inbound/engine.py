@@ -563,10 +563,9 @@ def _apply(ctx: Context, plans: list[Plan]) -> None:
         for plan in level:
             _link_manager(plan)
         _create(ctx, level)
+    _update_many(ctx, [plan for plan in plans if plan.action == "update"])
     for plan in plans:
-        if plan.action == "update":
-            _update(ctx, plan)
-        elif plan.action == "delete":
+        if plan.action == "delete":
             _delete(ctx, plan)
         elif plan.action == "noop":
             _finish(ctx, plan, plan.current)
@@ -615,6 +614,43 @@ def _create(ctx: Context, level: list[Plan]) -> None:
             fail(plan.record, result, now=ctx.now)
 
 
+def _update_many(ctx: Context, plans: list[Plan]) -> None:
+    """Movers, rehires and leavers of a pass: one users_update_many call (a few statements for all)."""
+    if not plans:
+        return
+    changes = []
+    for plan in plans:
+        assert plan.current is not None
+        changes.append(
+            services.UserChange(
+                user_id=plan.current.pk,
+                expected_version=plan.current.version,
+                values=plan.values or None,
+                changes=plan.fields,
+            )
+        )
+    try:
+        results = services.users_update_many(actor=ctx.actor, updates=changes)
+    except UniquenessConflict:
+        # A unique value was taken between the check and the write: one at a time, each in a savepoint.
+        for plan in plans:
+            _update(ctx, plan)
+        return
+    for plan, result in zip(plans, results, strict=True):
+        if isinstance(result, User):
+            _updated(ctx, plan, result)
+        else:
+            fail(plan.record, result, now=ctx.now)
+
+
+def _updated(ctx: Context, plan: Plan, updated: User) -> None:
+    assert plan.current is not None
+    if updated.version == plan.current.version:  # nothing differed after all
+        plan.outcome = Outcome.UNCHANGED
+        plan.record.changes = {}
+    _finish(ctx, plan, updated)
+
+
 def _update(ctx: Context, plan: Plan) -> None:
     user = plan.current
     assert user is not None
@@ -631,10 +667,7 @@ def _update(ctx: Context, plan: Plan) -> None:
     except DirectoryError as exc:
         fail(plan.record, exc, now=ctx.now)
         return
-    if updated.version == user.version:
-        plan.outcome = Outcome.UNCHANGED
-        plan.record.changes = {}
-    _finish(ctx, plan, updated)
+    _updated(ctx, plan, updated)
 
 
 def _delete(ctx: Context, plan: Plan) -> None:
