@@ -289,8 +289,12 @@ def _guard_holds(ctx: engine.Context, leavers: list[InboundRecord]) -> tuple[lis
 
 
 def _apply_guard(ctx: engine.Context, job: InboundJob) -> None:
+    # InboundRecord.objects, not job.records: the related manager would read each row's deferred
+    # job_id (a query per leaver) to attach the job it already knows.
     leavers = list(
-        job.records.filter(outcome=Outcome.PENDING, leaver=True, approved_by="").only("id", "key", "leaver")
+        InboundRecord.objects.filter(job=job, outcome=Outcome.PENDING, leaver=True, approved_by="").only(
+            "id", "key", "leaver"
+        )
     )
     held, reason = _guard_holds(ctx, leavers)
     if held:
