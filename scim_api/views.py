@@ -837,11 +837,15 @@ class BulkView(ScimAPIView):
         return bulk.run(request, operations, fail_on_errors)
 
 
+# The extension of /ServiceProviderConfig that advertises inbound provisioning's bulkUpload limits.
+INBOUND_CONFIG_SCHEMA = "urn:directory:params:scim:schemas:extension:inbound:1.0:ServiceProviderConfig"
+
+
 class ServiceProviderConfigView(DiscoveryView):
     def get(self, request: Request) -> Response:
         max_page = scim_setting("MAX_PAGE_SIZE")
         body = {
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig", INBOUND_CONFIG_SCHEMA],
             "documentationUri": f"{self.base_url}/ServiceProviderConfig",
             "patch": {"supported": True},
             "bulk": {
@@ -875,6 +879,19 @@ class ServiceProviderConfigView(DiscoveryView):
                     "client_credentials) for a bearer token that lives 60 to 360 minutes.",
                 },
             ],
+            # RFC 7644 has no bulkUpload: its limits are an extension, as Entra documents its own
+            # (50 operations per request) outside SCIM. A source may set a lower or higher
+            # maxOperations of its own; GET on its bulkUpload URL gives the source's figures.
+            INBOUND_CONFIG_SCHEMA: {
+                "bulkUpload": {
+                    "supported": True,
+                    "endpoint": f"{self.base_url}/bulkUpload",
+                    "sourceEndpoint": f"{self.base_url}/inbound/{{source}}/bulkUpload",
+                    "maxOperations": scim_setting("INBOUND_MAX_OPERATIONS"),
+                    "maxPayloadSize": scim_setting("INBOUND_MAX_PAYLOAD_SIZE"),
+                    "perSourceMaxOperations": True,
+                }
+            },
             "meta": {
                 "resourceType": "ServiceProviderConfig",
                 "location": f"{self.base_url}/ServiceProviderConfig",

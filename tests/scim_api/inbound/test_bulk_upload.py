@@ -469,6 +469,36 @@ def test_the_default_limit_is_at_least_entras_fifty_and_larger_batches_are_accep
     assert described["bulkUpload"] == "http://testserver/scim/v2/inbound/hr/bulkUpload"
 
 
+def test_service_provider_config_advertises_the_bulk_upload_limits_the_server_enforces(
+    hr, anonymous, settings
+):
+    settings.SCIM_API = {
+        **settings.SCIM_API,
+        "INBOUND_MAX_OPERATIONS": 60,
+        "INBOUND_MAX_PAYLOAD_SIZE": 400_000,
+    }
+
+    config = anonymous.get("ServiceProviderConfig").body
+    extension = "urn:directory:params:scim:schemas:extension:inbound:1.0:ServiceProviderConfig"
+
+    assert extension in config["schemas"]
+    assert config[extension]["bulkUpload"] == {
+        "supported": True,
+        "endpoint": "http://testserver/scim/v2/bulkUpload",
+        "sourceEndpoint": "http://testserver/scim/v2/inbound/{source}/bulkUpload",
+        "maxOperations": 60,
+        "maxPayloadSize": 400_000,
+        "perSourceMaxOperations": True,
+    }
+    # /Bulk keeps its own limits.
+    assert config["bulk"]["maxOperations"] == settings.SCIM_API.get("BULK_MAX_OPERATIONS", 1000)
+    too_many = hr.post("bulkUpload", bulk(*[worker_record(str(n)) for n in range(61)]))
+    assert too_many.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert (
+        hr.post("bulkUpload", bulk(*[worker_record(str(n)) for n in range(60)])).status == HTTPStatus.ACCEPTED
+    )
+
+
 def test_credentials(client, anonymous, hr_source):
     plain_client, plain_token = scim_client_create(name="Just a SCIM client")
 
@@ -535,6 +565,32 @@ def test_applying_a_job_costs_a_bounded_number_of_queries_whatever_its_size(hr):
     assert User.objects.count() == 105
     # 20 times the records, no more statements (SQLite splits a few bulk inserts in batches).
     assert large <= small + 5
+
+
+def test_movers_and_leavers_cost_a_bounded_number_of_queries_whatever_their_number(hr):
+    def queries_for(records: list[dict]) -> int:
+        reply = hr.post("bulkUpload", bulk(*records))
+        with CaptureQueriesContext(connection) as captured:
+            services.jobs_drain(job_id=reply.body["id"])
+        assert InboundJob.objects.get(pk=reply.body["id"]).counts["failed"] == 0
+        return len(captured.captured_queries)
+
+    hr.post("bulkUpload", bulk(*[worker_record(str(n)) for n in range(105)]))
+    services.jobs_drain(job_id=InboundJob.objects.get().pk)
+    moved_few = queries_for([worker_record(str(n), department="Sales", title="Seller") for n in range(5)])
+    moved_many = queries_for(
+        [worker_record(str(n), department="Sales", title="Seller") for n in range(5, 105)]
+    )
+    left_few = queries_for([worker_record(str(n), active=False, department=None) for n in range(5)])
+    left_many = queries_for([worker_record(str(n), active=False, department=None) for n in range(5, 105)])
+
+    assert User.objects.filter(department="Sales").count() == 105
+    assert not User.objects.filter(active=True).exists()
+    assert ChangeEvent.objects.filter(kind="deactivated").count() == 105
+    assert ChangeEvent.objects.filter(kind="updated").count() == 105
+    # 20 times the records, no more statements: the users are changed with set-based statements.
+    assert moved_many <= moved_few + 5
+    assert left_many <= left_few + 5
 
 
 # --- sources: allowed actions, scoping, mappings ------------------------------------------------
