@@ -27,6 +27,7 @@ from scim_api.inbound.models import (
     InboundUpload,
 )
 from scim_api.services import scim_client_rotate
+from scim_api.token_cache import recent_clients
 
 PREVIEW_ROWS = 5000
 PREVIEW_SHOWN = 200
@@ -45,6 +46,7 @@ class InboundSourceForm(forms.ModelForm):
             "name",
             "description",
             "enabled",
+            "scim_access",
             "match_source",
             "match_target",
             "map_standard_attributes",
@@ -85,7 +87,20 @@ class InboundSourceAdmin(admin.ModelAdmin):
     readonly_fields = ["client_link", "endpoints", "created", "last_modified"]
     actions = ["rotate_token"]
     fieldsets = [
-        (None, {"fields": ["name", "description", "enabled", "client_link", "endpoints", "expires_in_days"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "description",
+                    "enabled",
+                    "scim_access",
+                    "client_link",
+                    "endpoints",
+                    "expires_in_days",
+                ]
+            },
+        ),
         ("Matching", {"fields": ["match_source", "match_target"]}),
         ("Attributes", {"fields": ["map_standard_attributes", "mappings", "scoping_filter"]}),
         (
@@ -154,6 +169,9 @@ class InboundSourceAdmin(admin.ModelAdmin):
     ) -> None:
         if change:
             obj.save()
+            # Granting or withdrawing the SCIM API applies to this process's next request at once
+            # (other processes within SCIM_TOKEN_CACHE_SECONDS).
+            recent_clients.clear()
             return
         config = {
             name: value

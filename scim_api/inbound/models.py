@@ -37,6 +37,12 @@ class InboundSource(models.Model):
         help_text="The SCIM client whose bearer token (or OAuth access token) this source uploads with.",
     )
     enabled = models.BooleanField(default=True, help_text="A disabled source's uploads are refused (403).")
+    scim_access = models.BooleanField(
+        "SCIM API access",
+        default=False,
+        help_text="Also let the source's token use the rest of the SCIM API (Users, Groups, Bulk, /Me...) "
+        "within its scope. Off, it may only upload to this source and read its jobs (403 elsewhere).",
+    )
 
     match_source = models.CharField(
         max_length=1000,
@@ -228,7 +234,7 @@ class InboundRecord(models.Model):
     bulk_id = models.CharField("bulkId", max_length=255, blank=True, default="")
     # The record's matching value, computed when it was staged ("" when it has none).
     key = models.CharField(max_length=255, blank=True, default="")
-    # Staged as a leaver (inactive, or terminated by now): what the guard counts.
+    # Staged as a leaver (inactive, or with a termination date, past or future): what the guard counts.
     leaver = models.BooleanField(default=False)
     data = models.JSONField(default=dict)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)

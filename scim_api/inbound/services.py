@@ -261,19 +261,39 @@ def _guard_holds(ctx: engine.Context, leavers: list[InboundRecord]) -> tuple[lis
         return [], ""
     users = engine.lookup_users(ctx, {record.key for record in leavers if record.key})
     deleting = source.leaver_action == InboundSource.LeaverAction.DELETE
+    # A departure counts once, when it is decided: a user whose disable this source already
+    # scheduled was counted then (a later record that moves the date or brings it forward is not new).
+    scheduled = set(
+        InboundScheduledAction.objects.filter(
+            source=source,
+            action=InboundScheduledAction.Action.DISABLE,
+            state=InboundScheduledAction.State.PENDING,
+            user_id__in=[user.pk for found in users.values() for user in found],
+        ).values_list("user_id", flat=True)
+    )
     counted = [
         record
         for record in leavers
-        if any(user.active or deleting for user in users.get(ctx.norm(record.key), []))
+        if any(
+            (user.active or deleting) and user.pk not in scheduled
+            for user in users.get(ctx.norm(record.key), [])
+        )
     ]
     if not counted:
         return [], ""
     base = _population(ctx)
+    since = timezone.now() - HOUR
     recent = InboundRecord.objects.filter(
-        job__source=source,
-        outcome__in=[Outcome.DISABLED, Outcome.DELETED],
-        applied__gte=timezone.now() - HOUR,
+        job__source=source, outcome__in=[Outcome.DISABLED, Outcome.DELETED], applied__gte=since
     ).count()
+    # Disables (or deletes) this source scheduled in the hour count as that hour's leavers too.
+    recent += (
+        InboundScheduledAction.objects.filter(
+            source=source, action=InboundScheduledAction.Action.DISABLE, created__gte=since
+        )
+        .exclude(state=InboundScheduledAction.State.CANCELLED)
+        .count()
+    )
     reason = _over(
         len(counted), source.guard_job_max_count, source.guard_job_max_percent, base, "in this job"
     ) or _over(

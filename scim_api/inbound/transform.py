@@ -305,7 +305,11 @@ def _date(value: Any, label: str) -> datetime | None:
 
 
 def staged_leaver(config: CompiledSource, record: Mapping[str, Any], now: datetime) -> bool:
-    """Whether a staged record reads as a leaver (inactive, or terminated by now): what the guard counts."""
+    """Whether a staged record reads as a leaver: what the guard counts.
+
+    Inactive, or carrying a termination date: past (a leaver now) or future (a
+    disable scheduled for the day, which the guard counts when it is decided).
+    """
     try:
         if any(target == "active" for target, _ in config.mappings):
             active = paths.resolve(mapped_record(config, record), "active")
@@ -316,7 +320,7 @@ def staged_leaver(config: CompiledSource, record: Mapping[str, Any], now: dateti
             return True
         if config.termination_date is not None:
             ends = _date(_evaluate(config.termination_date, record, "termination date"), "termination date")
-            return ends is not None and ends <= now
+            return ends is not None
     except (InvalidValue, ValueError):
         return False
     return False

@@ -1,5 +1,6 @@
 """POST /scim/v2/bulkUpload and the job resource over HTTP; jobs applied in-process as a worker would."""
 
+import base64
 import json
 from http import HTTPStatus
 from typing import Any
@@ -522,6 +523,52 @@ def test_credentials(client, anonymous, hr_source):
     read_only = Scim(client, hr_source[1]).post("bulkUpload", bulk(worker_record("1")))
     assert (read_only.status, read_only.body["detail"]) == (403, "This token has the read scope only.")
     assert not InboundJob.objects.exists()
+
+
+def test_a_sources_token_may_use_only_its_inbound_urls_unless_granted_the_scim_api(client, hr, hr_source):
+    from scim_api.authentication import INBOUND_ONLY
+    from scim_api.services import oauth_credential_issue
+    from scim_api.token_cache import recent_clients
+
+    source = hr_source[0]
+    credential, secret = oauth_credential_issue(client_id=source.client_id)
+    basic = base64.b64encode(f"{credential.public_id}:{secret}".encode()).decode()
+    issued = client.post(
+        "/oauth/token",
+        "grant_type=client_credentials",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_AUTHORIZATION=f"Basic {basic}",
+    ).json()["access_token"]
+    upload = hr.post("bulkUpload", bulk(worker_record("1")))
+    assert upload.status == HTTPStatus.ACCEPTED
+    job_path = upload.headers["Location"].split("/scim/v2/", 1)[1]
+
+    for scim in (hr, Scim(client, issued)):
+        assert scim.get(job_path).status == HTTPStatus.OK
+        assert scim.get("bulkUpload").status == HTTPStatus.OK
+        for reply in (
+            scim.get("Users"),
+            scim.get("Groups"),
+            scim.get("Me"),
+            scim.post("Users", {"schemas": [CORE], "userName": "sneaky@example.com"}),
+            scim.post(
+                "Bulk", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": []}
+            ),
+        ):
+            assert reply.status == HTTPStatus.FORBIDDEN, reply
+            assert reply.body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+            assert reply.body["detail"] == INBOUND_ONLY
+    assert not User.objects.filter(user_name="sneaky@example.com").exists()
+
+    source.scim_access = True
+    source.save()
+    recent_clients.clear()
+
+    assert hr.get("Users").status == HTTPStatus.OK
+    assert Scim(client, issued).get("Users").status == HTTPStatus.OK
+    # Any other SCIM client keeps the whole API.
+    _, plain_token = scim_client_create(name="Just a SCIM client")
+    assert Scim(client, plain_token).get("Users").status == HTTPStatus.OK
 
 
 def test_an_unknown_job_is_a_scim_404(hr):
