@@ -49,6 +49,7 @@ class InboundSourceForm(forms.ModelForm):
             "scim_access",
             "match_source",
             "match_target",
+            "match_extension",
             "map_standard_attributes",
             "mappings",
             "scoping_filter",
@@ -101,7 +102,7 @@ class InboundSourceAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Matching", {"fields": ["match_source", "match_target"]}),
+        ("Matching", {"fields": ["match_source", "match_target", "match_extension"]}),
         ("Attributes", {"fields": ["map_standard_attributes", "mappings", "scoping_filter"]}),
         (
             "Actions",
@@ -124,7 +125,7 @@ class InboundSourceAdmin(admin.ModelAdmin):
 
     @admin.display(description="matching")
     def match(self, source: InboundSource) -> str:
-        return f"{source.match_source} ↔ {source.match_target}"
+        return f"{source.match_source} ↔ {source.match_label}"
 
     @admin.display(description="may")
     def actions_allowed(self, source: InboundSource) -> str:

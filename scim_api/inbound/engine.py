@@ -92,7 +92,7 @@ class Context:
         return self.config.source
 
     def norm(self, key: str) -> str:
-        return key.lower() if self.config.match_column == "user_name" else key
+        return key.lower() if self.config.match_ignores_case else key
 
 
 @dataclass
@@ -197,23 +197,19 @@ def lookup_users(ctx: Context, keys: Iterable[str], *, with_values: bool = False
             if virtual.user is not None:
                 found[key].append(virtual.user)
             wanted.discard(key)
-    column = ctx.config.match_column
     ordered = sorted(wanted)
     for start in range(0, len(ordered), LOOKUP_BATCH):
         chunk = ordered[start : start + LOOKUP_BATCH]
-        if column == "user_name":
-            queryset = User.objects.filter(user_name__lower__in=chunk)
-        else:
-            queryset = User.objects.filter(**{f"{column}__in": chunk})
+        queryset = ctx.config.matching(User.objects.all(), chunk)
         if with_values:
             queryset = queryset.prefetch_related("values")
         for user in queryset:
-            found[ctx.norm(getattr(user, column))].append(user)
+            found[ctx.norm(ctx.config.match_value(user))].append(user)
     return found
 
 
 def _values_of(ctx: Context, user: User) -> dict[str, list[dict[str, Any]]]:
-    key = ctx.norm(getattr(user, ctx.config.match_column))
+    key = ctx.norm(ctx.config.match_value(user))
     if key in ctx.virtual and ctx.virtual[key].user is user:
         return ctx.virtual[key].values
     current: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -309,7 +305,7 @@ def _run_pass(ctx: Context, batch: list[InboundRecord]) -> None:
             fail(
                 record,
                 ScimError(
-                    f"{source.match_target} {record.key!r} matches {len(matched)} users ({ids}); "
+                    f"{source.match_label} {record.key!r} matches {len(matched)} users ({ids}); "
                     "fix the duplicates before this record can apply.",
                     status=409,
                     scim_type="uniqueness",
@@ -330,7 +326,7 @@ def _run_pass(ctx: Context, batch: list[InboundRecord]) -> None:
             continue
         if desired.conflicting_match_value is not None:
             record.warnings.append(
-                f"The record's {source.match_target} ({desired.conflicting_match_value!r}) differs from its "
+                f"The record's {source.match_label} ({desired.conflicting_match_value!r}) differs from its "
                 f"key ({record.key!r}); the key is kept."
             )
         plan = Plan(record=record, current=current, desired=desired)
@@ -383,7 +379,7 @@ def _resolve_managers(ctx: Context, plans: list[Plan]) -> None:
             record.manager_pending = True
         else:
             record.warnings.append(
-                f"Manager {key!r} not found: no user has {ctx.source.match_target} {key!r}; "
+                f"Manager {key!r} not found: no user has {ctx.source.match_label} {key!r}; "
                 "the manager is left as it is."
             )
 
@@ -426,11 +422,18 @@ def _decide_new(ctx: Context, plan: Plan) -> None:
         skip(record, "This source may not create users.", now=ctx.now)
         return
     plan.action = "create"
-    plan.fields = {**desired.fields, ctx.config.match_column: record.key}
+    plan.fields = dict(desired.fields)
+    given_extensions = dict(desired.extensions)
+    if ctx.config.match_column is not None:
+        plan.fields[ctx.config.match_column] = record.key
+    else:
+        urn, attribute = ctx.config.match_urn or "", ctx.config.match_attribute
+        assert attribute is not None
+        given_extensions[urn] = {**(given_extensions.get(urn) or {}), attribute.name: record.key}
     if active is not None:
         plan.fields["active"] = active
-    if desired.extensions:
-        plan.fields["extensions"] = extensions.clean("user", desired.extensions, current={})
+    if given_extensions:
+        plan.fields["extensions"] = extensions.clean("user", given_extensions, current={})
     if plan.manager_id is not _UNSET:
         plan.fields["manager_id"] = plan.manager_id
     plan.values = services.normalise_values(desired.values)

@@ -21,6 +21,7 @@ class InboundSource(models.Model):
         EMPLOYEE_NUMBER = "employeeNumber", "employeeNumber (enterprise extension)"
         EXTERNAL_ID = "externalId", "externalId"
         USER_NAME = "userName", "userName (ignoring case)"
+        EXTENSION = "extension", "an extension attribute (below)"
 
     class LeaverAction(models.TextChoices):
         DISABLE = "disable", "disable the user (active = false)"
@@ -52,6 +53,15 @@ class InboundSource(models.Model):
     )
     match_target = models.CharField(
         max_length=32, choices=MatchTarget.choices, default=MatchTarget.EMPLOYEE_NUMBER
+    )
+    match_extension = models.CharField(
+        "match extension attribute",
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="With the match target 'an extension attribute': a single-valued string attribute of "
+        "a User extension schema defined in this directory, as its URN and name "
+        "(urn:contoso:hr:1.0:User:employeeId). Make it unique, so that one user matches.",
     )
     map_standard_attributes = models.BooleanField(
         default=True,
@@ -137,6 +147,11 @@ class InboundSource(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def match_label(self) -> str:
+        """The directory attribute records are matched on, as messages name it."""
+        return self.match_extension if self.match_target == self.MatchTarget.EXTENSION else self.match_target
 
     @property
     def has_guard(self) -> bool:

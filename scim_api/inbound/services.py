@@ -232,7 +232,7 @@ def dry_run(
 
 
 def _norm_keys(config: transform.CompiledSource, records: Iterable[InboundRecord]) -> set[str]:
-    lower = config.match_column == "user_name"
+    lower = config.match_ignores_case
     return {record.key.lower() if lower else record.key for record in records if record.key}
 
 
@@ -241,8 +241,7 @@ def _norm_keys(config: transform.CompiledSource, records: Iterable[InboundRecord
 
 def _population(ctx: engine.Context) -> int:
     """What the guard's percentages are of: the users this source can match."""
-    column = ctx.config.match_column
-    return User.objects.exclude(**{column: ""}).count()
+    return ctx.config.matchable(User.objects.all()).count()
 
 
 def _over(count: int, limit: int | None, percent: float | None, base: int, what: str) -> str:
@@ -418,7 +417,7 @@ def job_run(job: InboundJob, *, progress: Any = None) -> None:
         _job_failed(job, f"The source's configuration is invalid: {exc}")
         return
     keys = job.records.exclude(key="").values_list("key", flat=True)
-    lower = config.match_column == "user_name"
+    lower = config.match_ignores_case
     ctx = engine.Context(
         config=config,
         actor=_actor(job),

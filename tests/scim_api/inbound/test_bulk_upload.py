@@ -14,6 +14,7 @@ from directory.actors import Actor
 from directory.models import AuditEntry, ChangeEvent, User
 from scim_api.inbound import services
 from scim_api.inbound.models import InboundJob, InboundRecord, InboundSource
+from scim_api.inbound.transform import SourceConfigError
 from scim_api.services import scim_client_create
 from tests.scim_api.conftest import Scim
 from tests.scim_api.inbound.conftest import (
@@ -709,6 +710,44 @@ def test_custom_hr_namespaces_map_into_directory_attributes_and_extension_schema
     assert outcomes(uploader.run(record)) == ["updated"]
     user.refresh_from_db()
     assert user.extensions == {"urn:contoso:hr:1.0:User": {"jobCode": "AB-1", "grade": 8}}
+
+
+def test_records_can_match_on_an_extension_attribute(uploader, hr_source):
+    directory_services.extension_schema_create(
+        actor=Actor.system(),
+        urn="urn:contoso:hr:1.0:User",
+        name="Contoso HR",
+        resource_type="user",
+        attributes=[
+            {"name": "employeeId", "type": "string", "uniqueness": "server"},
+            {"name": "grade", "type": "integer"},
+        ],
+    )
+    source = hr_source[0]
+    source.match_source = "urn:contoso:hr:1.0:User:employeeId"
+    source.match_target = InboundSource.MatchTarget.EXTENSION
+    source.match_extension = "urn:contoso:hr:1.0:User:employeeId"
+    source.save()
+    record = worker_record("n-1", department="Research")
+    record["urn:contoso:hr:1.0:User"] = {"employeeId": "W-77", "grade": 3}
+
+    created = uploader.run(record)
+    record["urn:contoso:hr:1.0:User"] = {"employeeId": "w-77", "grade": 4}  # not caseExact: the same person
+    record["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"] = "Sales"
+    moved = uploader.run(record)
+    again = uploader.run(record)
+
+    user = User.objects.get()
+    assert (outcomes(created), outcomes(moved), outcomes(again)) == (["created"], ["updated"], ["unchanged"])
+    assert created["operations"][0]["id"] == moved["operations"][0]["id"] == str(user.pk)
+    assert user.extensions == {"urn:contoso:hr:1.0:User": {"employeeId": "w-77", "grade": 4}}
+    assert user.department == "Sales"
+    assert hr_source[0].match_label == "urn:contoso:hr:1.0:User:employeeId"
+    for bad in ("urn:contoso:hr:1.0:User:nope", "urn:contoso:hr:1.0:User:grade", ""):
+        with pytest.raises(SourceConfigError, match="match extension attribute"):
+            services.source_create(
+                name="badges", match_target=InboundSource.MatchTarget.EXTENSION, match_extension=bad
+            )
 
 
 def test_an_attribute_a_mapping_cannot_convert_fails_its_record(uploader, hr_source):
