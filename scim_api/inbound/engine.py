@@ -11,9 +11,10 @@ the other), and for each pass:
    otherwise `updated`, `enabled` (a rehire), `disabled` or `deleted` (a
    leaver, by the source's policy), within the actions the source allows;
 3. writes through directory.services only (users_create_many for joiners,
-   a level at a time so that managers exist before their reports; user_update
-   for movers, rehires and leavers; user_delete), so every change has its
-   ChangeEvent and AuditEntry.
+   a level at a time so that managers exist before their reports;
+   users_update_many for movers, rehires and leavers, all of a pass in one
+   call, with user_update one at a time only if that call loses a uniqueness
+   race; user_delete), so every change has its ChangeEvent and AuditEntry.
 
 A manager named by a record that is applied later in the job (another chunk)
 is set by `resolve_pending_managers` once every record of the job is applied.
@@ -38,7 +39,7 @@ from django.utils import timezone
 from directory import extensions, services
 from directory.actors import Actor
 from directory.columns import ENTERPRISE_COLUMNS, NAME_COLUMNS, USER_COLUMNS
-from directory.exceptions import DirectoryError, InvalidValue, ObjectNotFound, UniquenessConflict
+from directory.exceptions import DirectoryError, InvalidValue, UniquenessConflict
 from directory.models import User
 from scim_api.exceptions import ScimError, error_body, scim_error_for
 from scim_api.inbound import transform
@@ -789,8 +790,12 @@ def services_taken_user_names(names: list[str]) -> set[str]:
 
 
 def resolve_pending_managers(ctx: Context, records: list[InboundRecord]) -> None:
-    """Set the managers that named a person applied later in the job; report those still unresolved."""
+    """Set the managers that named a person applied later in the job; report those still unresolved.
+
+    The managers found are set with one users_update_many call for all the records.
+    """
     managers = lookup_users(ctx, {record.manager_key for record in records})
+    resolved: list[tuple[InboundRecord, uuid.UUID]] = []
     for record in records:
         record.manager_pending = False
         found = managers.get(ctx.norm(record.manager_key), [])
@@ -803,16 +808,29 @@ def resolve_pending_managers(ctx: Context, records: list[InboundRecord]) -> None
                 "the manager is left as it is.",
             ]
             continue
-        manager_id = found[0].pk
-        try:
-            with transaction.atomic():
-                before = User.objects.filter(pk=record.user_id).values_list("manager_id", "version").first()
-                if before is None:
-                    raise ObjectNotFound(f"User {record.user_id} not found")
-                if before[0] != manager_id:
-                    services.user_update(actor=ctx.actor, user_id=record.user_id, manager_id=manager_id)
-                    record.changes = {**record.changes, "manager": [_jsonable(before[0]), str(manager_id)]}
-                    if record.outcome == Outcome.UNCHANGED:
-                        record.outcome = Outcome.UPDATED
-        except DirectoryError as exc:
-            record.warnings = [*record.warnings, f"Manager {record.manager_key!r} could not be set: {exc}"]
+        resolved.append((record, found[0].pk))
+    before = dict(
+        User.objects.filter(pk__in=[record.user_id for record, _ in resolved]).values_list("pk", "manager_id")
+    )
+    changing = [
+        (record, manager_id) for record, manager_id in resolved if before.get(record.user_id) != manager_id
+    ]
+    if not changing:
+        return
+    results: list[User | DirectoryError] = services.users_update_many(
+        actor=ctx.actor,
+        updates=[
+            services.UserChange(user_id=record.user_id, changes={"manager_id": manager_id})
+            for record, manager_id in changing
+        ],
+    )
+    for (record, manager_id), result in zip(changing, results, strict=True):
+        if isinstance(result, DirectoryError):
+            record.warnings = [*record.warnings, f"Manager {record.manager_key!r} could not be set: {result}"]
+            continue
+        record.changes = {
+            **record.changes,
+            "manager": [_jsonable(before.get(record.user_id)), str(manager_id)],
+        }
+        if record.outcome == Outcome.UNCHANGED:
+            record.outcome = Outcome.UPDATED
