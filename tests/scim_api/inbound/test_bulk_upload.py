@@ -471,34 +471,42 @@ def test_the_default_limit_is_at_least_entras_fifty_and_larger_batches_are_accep
     assert described["bulkUpload"] == "http://testserver/scim/v2/inbound/hr/bulkUpload"
 
 
-def test_service_provider_config_advertises_the_bulk_upload_limits_the_server_enforces(
-    hr, anonymous, settings
+def test_service_provider_config_advertises_a_sources_bulk_upload_limits_to_its_token(
+    hr, hr_source, anonymous, settings
 ):
     settings.SCIM_API = {
         **settings.SCIM_API,
         "INBOUND_MAX_OPERATIONS": 60,
         "INBOUND_MAX_PAYLOAD_SIZE": 400_000,
     }
-
-    config = anonymous.get("ServiceProviderConfig").body
     extension = "urn:directory:params:scim:schemas:extension:inbound:1.0:ServiceProviderConfig"
 
+    # Without an inbound source's token: the RFC's document only (strict clients refuse more).
+    plain = anonymous.get("ServiceProviderConfig").body
+    assert extension not in plain["schemas"]
+    assert extension not in plain
+    config = hr.get("ServiceProviderConfig").body
     assert extension in config["schemas"]
     assert config[extension]["bulkUpload"] == {
         "supported": True,
         "endpoint": "http://testserver/scim/v2/bulkUpload",
-        "sourceEndpoint": "http://testserver/scim/v2/inbound/{source}/bulkUpload",
+        "sourceEndpoint": "http://testserver/scim/v2/inbound/hr/bulkUpload",
         "maxOperations": 60,
         "maxPayloadSize": 400_000,
-        "perSourceMaxOperations": True,
     }
-    # /Bulk keeps its own limits.
-    assert config["bulk"]["maxOperations"] == settings.SCIM_API.get("BULK_MAX_OPERATIONS", 1000)
+    assert {key: value for key, value in config.items() if key not in ("schemas", extension)} == {
+        key: value for key, value in plain.items() if key != "schemas"
+    }
     too_many = hr.post("bulkUpload", bulk(*[worker_record(str(n)) for n in range(61)]))
     assert too_many.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     assert (
         hr.post("bulkUpload", bulk(*[worker_record(str(n)) for n in range(60)])).status == HTTPStatus.ACCEPTED
     )
+    # A source's own limit is the one its token is told.
+    source = hr_source[0]
+    source.max_operations = 75
+    source.save()
+    assert hr.get("ServiceProviderConfig").body[extension]["bulkUpload"]["maxOperations"] == 75
 
 
 def test_credentials(client, anonymous, hr_source):
