@@ -13,9 +13,13 @@ has finished the last job, in three rounds:
     joiners   every record new: created
     again     the same records: all unchanged (nothing written)
     movers    a tenth of the records with a new department and title: updated
+    leavers   another tenth with `active: false`: disabled
 
-and prints records/s per round, the upload (staging) time alone, and the
-worker's resident memory (VmRSS) and peak (VmHWM) from /proc.
+and prints records/s per round, the upload (staging) time alone, the CPU
+seconds per 1,000 records spent by the worker's processes, by gunicorn's and
+by the PostgreSQL backends serving the bench database (utime + stime from
+/proc: unlike records/s, not inflated by other programs on the machine), and
+the worker's resident memory (VmRSS) and peak (VmHWM) from /proc.
 
 A measurement, not a test: exits 0 whatever the figures (2 when it cannot run).
 Needs PostgreSQL (BENCH_DATABASE_URL, default
@@ -49,7 +53,9 @@ BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 FANOUT = 10  # reports per manager
 
 
-def record(n: int, *, department: str = "Engineering", title: str = "Engineer") -> dict[str, Any]:
+def record(
+    n: int, *, department: str = "Engineering", title: str = "Engineer", active: bool = True
+) -> dict[str, Any]:
     key = f"E{n:07d}"
     data: dict[str, Any] = {
         "schemas": [CORE, ENTERPRISE, "urn:contoso:employee"],
@@ -59,7 +65,7 @@ def record(n: int, *, department: str = "Engineering", title: str = "Engineer") 
         "displayName": f"Worker {n}",
         "title": title,
         "userType": "Employee",
-        "active": True,
+        "active": active,
         "emails": [{"value": f"worker{n}@bench.example", "type": "work", "primary": True}],
         "phoneNumbers": [{"value": f"+1 555 {n:07d}", "type": "work"}],
         ENTERPRISE: {"employeeNumber": key, "department": department, "costCenter": f"CC{n % 100}"},
@@ -101,6 +107,56 @@ def memory(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """utime + stime of each process in seconds, from /proc/<pid>/stat (gone processes left out)."""
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / TICKS
+    return found
+
+
+class CpuMeter:
+    """CPU seconds a changing set of processes spends between start() and the last sample().
+
+    Processes are sampled while the round runs: one that appears is counted from
+    zero (its whole life is in the round), one that exits keeps its last sample.
+    """
+
+    def __init__(self, pids: Any) -> None:
+        self.pids = pids  # a callable giving the processes to watch now
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.first = cpu_seconds(self.pids())
+        self.last = dict(self.first)
+
+    def sample(self) -> None:
+        self.last.update(cpu_seconds(self.pids()))
+
+    def spent(self) -> float:
+        self.sample()
+        return sum(seconds - self.first.get(pid, 0.0) for pid, seconds in self.last.items())
+
+
+def backend_pids(database: str) -> list[int]:
+    """The PostgreSQL backends connected to `database` (from pg_stat_activity; the server is local)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [database]
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is `pid` (the worker's pool), from /proc/*/stat."""
     found = []
@@ -137,6 +193,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000, help="operations per bulkUpload request")
+    parser.add_argument(
+        "--rounds",
+        default="joiners,again,movers,leavers",
+        help="comma-separated rounds to run, in order (joiners first: the others need its users)",
+    )
     args = parser.parse_args()
 
     url = database_url(DEFAULT_URL)
@@ -225,17 +286,29 @@ def main() -> None:
             f"{args.records:,} records in requests of {args.batch:,}; worker pid {worker.pid} "
             f"with pool processes {children(worker.pid)}"
         )
-        rounds = [
-            ("joiners", [record(n) for n in range(args.records)], "created"),
-            ("again", [record(n) for n in range(args.records)], "unchanged"),
-            (
-                "movers",
+        available = {
+            "joiners": lambda: ([record(n) for n in range(args.records)], "created"),
+            "again": lambda: ([record(n) for n in range(args.records)], "unchanged"),
+            "movers": lambda: (
                 [record(n, department="Sales", title="Seller") for n in range(0, args.records, 10)],
                 "updated",
             ),
-        ]
-        for name, records, expected in rounds:
+            "leavers": lambda: (
+                [record(n, active=False) for n in range(5, args.records, 10)],
+                "disabled",
+            ),
+        }
+        database = settings.DATABASES["default"]["NAME"]
+        meters = {
+            "worker": CpuMeter(lambda: [worker.pid, *children(worker.pid)]),
+            "gunicorn": CpuMeter(lambda: [web.pid, *children(web.pid)]),
+            "postgres": CpuMeter(lambda: backend_pids(database)),
+        }
+        for name in args.rounds.split(","):
+            records, expected = available[name]()
             since = time.time()
+            for meter in meters.values():
+                meter.start()
             started = time.perf_counter()
             job_ids = []
             for start in range(0, len(records), args.batch):
@@ -243,6 +316,8 @@ def main() -> None:
                 if reply.status_code != 202:
                     refuse(f"upload refused: {reply.status_code} {reply.text[:500]}")
                 job_ids.append(reply.json()["id"])
+                for meter in meters.values():
+                    meter.sample()
             uploaded = time.perf_counter() - started
             peak_rss = 0
             while True:
@@ -250,12 +325,15 @@ def main() -> None:
                     pk__in=job_ids, status__in=["queued", "running"]
                 ).count()
                 peak_rss = max(peak_rss, memory(worker.pid)[0])
+                for meter in meters.values():
+                    meter.sample()
                 if not open_jobs:
                     break
                 if worker.poll() is not None:
                     refuse(f"the worker stopped; see {worker_log.name}")
                 time.sleep(0.2)
             elapsed = time.perf_counter() - started
+            per_thousand = {what: meter.spent() * 1000 / len(records) for what, meter in meters.items()}
             counts: dict[str, int] = {}
             for job in InboundJob.objects.filter(pk__in=job_ids):
                 for outcome, number in job.counts.items():
@@ -267,6 +345,10 @@ def main() -> None:
                 f"{len(records) / elapsed:7,.0f} records/s (uploads alone {uploaded:5.1f} s); worker "
                 f"processes' RSS {rss} MiB (peak in round {peak_rss} MiB, lifetime peaks summed {hwm} MiB); "
                 f"{summary}"
+            )
+            print(
+                "         CPU s per 1,000 records: "
+                + ", ".join(f"{what} {seconds:.2f}" for what, seconds in per_thousand.items())
             )
             if counts.get(expected, 0) != len(records):
                 print(f"  expected {len(records):,} {expected}: see the jobs since {time.ctime(since)}")

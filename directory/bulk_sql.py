@@ -169,6 +169,63 @@ def update_fields(obj: models.Model, names: Sequence[str]) -> None:
         cursor.execute(statement, [read(obj) for read in readers])
 
 
+@functools.cache
+def _update_many_statement(model: type[models.Model], names: tuple[str, ...]) -> str:
+    quote = connection.ops.quote_name
+    pk = model._meta.pk
+    fields = [pk, *(model._meta.get_field(name) for name in names)]
+    columns = [quote(field.column) for field in fields]  # type: ignore[union-attr]
+    arrays = []
+    assignments = []
+    for field, column in zip(fields, columns, strict=True):
+        if isinstance(field, models.JSONField):
+            # Sent as text: psycopg adapts a list of strings as text[] without per-element dumpers.
+            arrays.append("%s::text[]")
+            if field is not pk:
+                assignments.append(f"{column} = v.{column}::jsonb")
+        else:
+            arrays.append(f"%s::{field.db_type(connection)}[]")  # type: ignore[union-attr]
+            if field is not pk:
+                assignments.append(f"{column} = v.{column}")
+    table = quote(model._meta.db_table)
+    return (
+        f"UPDATE {table} AS t SET {', '.join(assignments)} "
+        f"FROM unnest({', '.join(arrays)}) AS v({', '.join(columns)}) "
+        f"WHERE t.{columns[0]} = v.{columns[0]}"
+    )
+
+
+def update_many(model: type[models.Model], objs: Sequence[models.Model], names: Sequence[str]) -> None:
+    """UPDATE the columns `names` of saved objects, each row from its object, in one statement.
+
+    On PostgreSQL one UPDATE ... FROM unnest(one array per column); elsewhere a
+    save(update_fields=...) per object.
+    """
+    if not objs:
+        return
+    if connection.vendor != "postgresql":
+        for obj in objs:
+            obj.save(update_fields=list(names))
+        return
+    names = tuple(dict.fromkeys(names))
+    fields = [model._meta.get_field(name) for name in names]
+    for obj in objs:
+        for field in fields:
+            field.pre_save(obj, add=False)  # type: ignore[union-attr]
+    columns: list[list[Any]] = [[obj.pk for obj in objs]]
+    for field in fields:
+        attname = field.attname  # type: ignore[union-attr]
+        if isinstance(field, models.JSONField):
+            encoder = field.encoder
+            columns.append([json.dumps(getattr(obj, attname), cls=encoder) for obj in objs])
+        elif isinstance(field, _PLAIN):
+            columns.append([getattr(obj, attname) for obj in objs])
+        else:
+            columns.append([field.get_db_prep_save(getattr(obj, attname), connection) for obj in objs])  # type: ignore[union-attr]
+    with connection.cursor() as cursor:
+        cursor.execute(_update_many_statement(model, names), columns)
+
+
 # --- one statement: a write and the rows that record it ------------------------------
 #
 # A write of the directory is a row change plus its change event and audit entry

@@ -366,6 +366,11 @@ def _compared(urn: str, attribute: AttributeDefinition) -> Expression:
     return expression
 
 
+def compared_expression(urn: str, attribute: AttributeDefinition) -> Expression:
+    """The value as compared for equality (lower case unless caseExact): what its index covers."""
+    return _compared(urn, attribute)
+
+
 def _index_expression(urn: str, attribute: AttributeDefinition) -> Expression | None:
     """What an attribute's index covers; None when it gets none."""
     if attribute.multi_valued:

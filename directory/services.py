@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.hashers import make_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from directory import bulk_sql, extensions, membership_sql
@@ -621,6 +621,208 @@ def _user_update(
     _event(user, kind)
     _audit(actor, action, user, diff)
     return user
+
+
+@dataclass(frozen=True)
+class UserChange:
+    """One user for users_update_many: the arguments user_update takes, but a password."""
+
+    user_id: uuid.UUID
+    expected_version: int | None = None
+    values: MultiValues | None = None
+    changes: Mapping[str, Any] = dataclass_field(default_factory=dict)
+
+
+@dataclass
+class _Pending:
+    """A user of users_update_many whose changes passed the checks, waiting to be written."""
+
+    user: User
+    changes: dict[str, Any]
+    diff: dict[str, Any]
+    values: dict[str, list[dict[str, Any]]]
+
+
+@transaction.atomic
+def users_update_many(*, actor: Actor, updates: Sequence[UserChange]) -> list[User | DirectoryError]:
+    """Change many users with a handful of set-based statements (bulk ingest's movers and leavers).
+
+    Each item gets what user_update would do to it: the same checks (an item
+    failing one is left out, its error in its place), the same diff (nothing
+    different, nothing written: the user comes back at its version), and for a
+    change the version bump, its ChangeEvent (`activated`/`deactivated`/
+    `updated`) and its AuditEntry, all in this one transaction. The users are
+    locked in one query (in primary key order, so two batches cannot deadlock),
+    their current multi-valued attributes read in one, and each set of changed
+    columns written with one UPDATE. A user may appear once per call. A value
+    taken meanwhile in a unique index (userName, a unique extension attribute)
+    raises UniquenessConflict for the whole call, whose transaction rolls back,
+    so a caller can fall back to user_update one by one.
+    """
+    results: list[User | DirectoryError | None] = [None] * len(updates)
+    wanted: dict[uuid.UUID, int] = {}
+    checked: dict[int, tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]] = {}
+    for index, item in enumerate(updates):
+        try:
+            user_id = uuid.UUID(str(item.user_id))
+        except ValueError:
+            results[index] = ObjectNotFound(f"User {item.user_id} not found")
+            continue
+        if user_id in wanted:
+            results[index] = InvalidValue(f"User {user_id} appears twice in one batch", field="id")
+            continue
+        try:
+            _check_fields(item.changes, USER_FIELDS, "User")
+            checked[index] = (_check_types(User, dict(item.changes)), normalise_values(item.values or {}))
+        except DirectoryError as exc:
+            results[index] = exc
+            continue
+        wanted[user_id] = index
+    locked = {
+        user.pk: user
+        for user in User.objects.select_for_update(no_key=True).filter(pk__in=list(wanted)).order_by("pk")
+    }
+    current_values = _current_values_many(
+        [pk for pk in locked if checked[wanted[pk]][1]],
+        {kind for changes, values in checked.values() for kind in values},
+    )
+    managers = {
+        changes["manager_id"] for changes, _ in checked.values() if changes.get("manager_id") is not None
+    }
+    known_managers = (
+        set(User.objects.filter(pk__in=managers).values_list("pk", flat=True)) if managers else set()
+    )
+    pending: list[_Pending] = []
+    for user_id, index in wanted.items():
+        user = locked.get(user_id)
+        if user is None:
+            results[index] = ObjectNotFound(f"User {user_id} not found")
+            continue
+        changes, clean_values = checked[index]
+        try:
+            _check_version(user, updates[index].expected_version)
+            if "extensions" in changes:
+                changes["extensions"] = extensions.clean(
+                    "user", changes["extensions"], current=user.extensions
+                )
+            diff = {
+                field: [_jsonable(getattr(user, field)), _jsonable(new)]
+                for field, new in changes.items()
+                if getattr(user, field) != new
+            }
+            if "user_name" in diff:
+                _check_user_name(changes["user_name"])
+            if "manager_id" in diff and changes["manager_id"] is not None:
+                if changes["manager_id"] == user.pk:
+                    raise InvalidValue("A user cannot be their own manager", field="manager_id")
+                if changes["manager_id"] not in known_managers:
+                    raise InvalidValue(f"Manager {changes['manager_id']} does not exist", field="manager_id")
+            if "extensions" in diff:
+                extensions.check_unique(
+                    "user", changes["extensions"], current=user.extensions, exclude=user.pk
+                )
+        except DirectoryError as exc:
+            results[index] = exc
+            continue
+        current = current_values.get(user.pk, {})
+        changed_values = {}
+        for kind, items in clean_values.items():
+            if current.get(kind, []) != items:
+                diff[kind] = [current.get(kind, []), items]
+                changed_values[kind] = items
+        results[index] = user
+        if diff:
+            pending.append(_Pending(user=user, changes=changes, diff=diff, values=changed_values))
+    _write_updates(actor, pending)
+    return cast(list[User | DirectoryError], results)  # every item was given its result above
+
+
+def _current_values_many(
+    user_ids: Sequence[uuid.UUID], kinds: set[str]
+) -> dict[uuid.UUID, dict[str, list[dict[str, Any]]]]:
+    """Multi-valued attributes of `kinds` per user, as _current_values reads them, in one query."""
+    current: dict[uuid.UUID, dict[str, list[dict[str, Any]]]] = {}
+    if not user_ids or not kinds:
+        return current
+    rows = (
+        UserValue.objects.filter(user_id__in=list(user_ids), kind__in=sorted(kinds))
+        .order_by("user_id", "kind", "position")
+        .values_list("user_id", "kind", "value", "display", "type", "primary", "address")
+    )
+    for user_id, kind, value, display, type_, primary, address in rows:
+        current.setdefault(user_id, {}).setdefault(kind, []).append(
+            {"value": value, "display": display, "type": type_, "primary": primary, "address": address}
+        )
+    return current
+
+
+def _write_updates(actor: Actor, pending: list[_Pending]) -> None:
+    """Write users_update_many's changes: an UPDATE per set of changed columns, then values, events, audit."""
+    if not pending:
+        return
+    now = timezone.now()
+    by_columns: dict[tuple[str, ...], list[User]] = {}
+    for item in pending:
+        user = item.user
+        changed = tuple(field for field in item.changes if field in item.diff)
+        for field in changed:
+            setattr(user, field, item.changes[field])
+        user.version += 1
+        user.last_modified = now
+        by_columns.setdefault(changed, []).append(user)
+    try:
+        with transaction.atomic():
+            for columns, users in by_columns.items():
+                bulk_sql.update_many(User, users, [*columns, "version", "last_modified"])
+    except IntegrityError as exc:
+        conflict = extensions.conflict_from(exc)
+        if conflict is not None:
+            raise conflict from None
+        raise UniquenessConflict("A value in the batch was taken meanwhile", field="user_name") from None
+    replaced = [(item.user.pk, kind) for item in pending for kind in item.values]
+    if replaced:
+        by_kind: dict[str, list[uuid.UUID]] = {}
+        for user_id, kind in replaced:
+            by_kind.setdefault(kind, []).append(user_id)
+        pairs = Q()
+        for kind, user_ids in by_kind.items():
+            pairs |= Q(kind=kind, user_id__in=user_ids)
+        UserValue.objects.filter(pairs).delete()
+        bulk_sql.insert_values(
+            UserValue,
+            [
+                {"user_id": item.user.pk, "kind": kind, "position": position, **entry}
+                for item in pending
+                for kind, items in item.values.items()
+                for position, entry in enumerate(items)
+            ],
+        )
+    kinds = [
+        (ChangeEvent.Kind.ACTIVATED if item.user.active else ChangeEvent.Kind.DEACTIVATED)
+        if "active" in item.diff
+        else ChangeEvent.Kind.UPDATED
+        for item in pending
+    ]
+    bulk_sql.insert_values(
+        ChangeEvent, [_event_fields(item.user, kind) for item, kind in zip(pending, kinds, strict=True)]
+    )
+    actions = {ChangeEvent.Kind.ACTIVATED: "activate", ChangeEvent.Kind.DEACTIVATED: "deactivate"}
+    bulk_sql.insert_values(
+        AuditEntry,
+        [
+            {
+                "actor_type": actor.type,
+                "actor_id": actor.id,
+                "actor_name": actor.name,
+                "action": actions.get(kind, "update"),
+                "object_type": ChangeEvent.ObjectType.USER,
+                "object_id": item.user.pk,
+                "object_repr": str(item.user)[:255],
+                "changes": _redact_extensions("user", item.diff),
+            }
+            for item, kind in zip(pending, kinds, strict=True)
+        ],
+    )
 
 
 def user_deactivate(*, actor: Actor, user_id: uuid.UUID, expected_version: int | None = None) -> User:

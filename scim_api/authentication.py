@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.utils.timezone import now
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
@@ -21,6 +22,8 @@ class Grant:
 
     scope: str
     expires: datetime | None = None
+    # The token of an inbound source that was not granted the SCIM API: its inbound URLs only.
+    inbound_only: bool = False
 
     @property
     def can_write(self) -> bool:
@@ -57,17 +60,25 @@ class ScimTokenAuthentication(authentication.BaseAuthentication):
     def _look_up(token: str, digest: str) -> tuple[ScimClient, Grant]:
         if token.startswith(ACCESS_TOKEN_PREFIX):
             # 256 random bits, looked up by their hash: nothing to learn from timing.
-            access = AccessToken.objects.select_related("client").filter(token_hash=digest).first()
+            access = (
+                AccessToken.objects.select_related("client__inbound_source").filter(token_hash=digest).first()
+            )
             if access is None:
                 raise exceptions.AuthenticationFailed("The bearer token is not valid.")
-            return access.client, Grant(scope=access.scope, expires=access.expires)
+            return access.client, Grant(
+                scope=access.scope, expires=access.expires, inbound_only=_inbound_only(access.client)
+            )
         lookup = ScimClient.lookup_of(token)
-        client = ScimClient.objects.filter(token_lookup=lookup).first() if lookup else None
+        client = (
+            ScimClient.objects.select_related("inbound_source").filter(token_lookup=lookup).first()
+            if lookup
+            else None
+        )
         # Compare even when no client matched, so timing does not reveal which lookups exist.
         expected = client.token_hash if client else hash_token("")
         if not hmac.compare_digest(digest, expected) or client is None:
             raise exceptions.AuthenticationFailed("The bearer token is not valid.")
-        return client, Grant(scope=client.scope)
+        return client, Grant(scope=client.scope, inbound_only=_inbound_only(client))
 
     def authenticate_header(self, request: Request) -> str:
         return WWW_AUTHENTICATE
@@ -83,13 +94,31 @@ class ScimTokenAuthentication(authentication.BaseAuthentication):
             client.last_used = current
 
 
+def _inbound_only(client: ScimClient) -> bool:
+    """Whether `client` is an inbound source's and the operator did not grant it the SCIM API."""
+    try:
+        source = client.inbound_source  # type: ignore[attr-defined]
+    except ObjectDoesNotExist:
+        return False
+    return not source.scim_access
+
+
+INBOUND_ONLY = (
+    "This token is an inbound source's: it may upload to its source and read its jobs only "
+    "(an operator can grant it the SCIM API: Inbound sources, SCIM API access)."
+)
+
+
 class ScimScopePermission(permissions.BasePermission):
-    """Reads need any valid token; writes need the write scope."""
+    """Reads need any valid token; writes need the write scope; an inbound source's token needs a grant."""
 
     message = "This token has the read scope only."
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if not isinstance(request.user, ScimClient) or not isinstance(request.auth, Grant):
+            return False
+        if request.auth.inbound_only:
+            self.message = INBOUND_ONLY
             return False
         # A search is a read sent as POST (RFC 7644 §3.4.3).
         searching = getattr(view, "read_only", False) or getattr(view, "action", None) == "search_request"

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from django.db import transaction
 from django.db.models import QuerySet
 from rest_framework import viewsets
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,6 +31,7 @@ from scim_api.conf import scim_setting
 from scim_api.exceptions import SCIM_CONTENT_TYPE, ScimError, exception_handler
 from scim_api.filter_parser import Comparison, FilterSyntaxError, Node, parse_filter
 from scim_api.filters import InvalidFilter, compile_filter
+from scim_api.inbound.models import InboundSource
 from scim_api.models import ScimClient
 from scim_api.pagination import Page
 from scim_api.patch import apply_patch
@@ -838,6 +840,12 @@ class BulkView(ScimAPIView):
         return bulk.run(request, operations, fail_on_errors)
 
 
+# The extension of /ServiceProviderConfig that advertises inbound provisioning's bulkUpload limits
+# (RFC 7644 has no bulkUpload). Only a request carrying an inbound source's token gets it, with that
+# source's limits: strict SCIM clients refuse attributes the RFC does not define in this resource.
+INBOUND_CONFIG_SCHEMA = "urn:directory:params:scim:schemas:extension:inbound:1.0:ServiceProviderConfig"
+
+
 class ServiceProviderConfigView(DiscoveryView):
     def get(self, request: Request) -> Response:
         max_page = scim_setting("MAX_PAGE_SIZE")
@@ -881,7 +889,29 @@ class ServiceProviderConfigView(DiscoveryView):
                 "location": f"{self.base_url}/ServiceProviderConfig",
             },
         }
+        source = self._inbound_source(request)
+        if source is not None:
+            body["schemas"].append(INBOUND_CONFIG_SCHEMA)
+            body[INBOUND_CONFIG_SCHEMA] = {
+                "bulkUpload": {
+                    "supported": True,
+                    "endpoint": f"{self.base_url}/bulkUpload",
+                    "sourceEndpoint": f"{self.base_url}/inbound/{source.name}/bulkUpload",
+                    "maxOperations": source.max_operations or scim_setting("INBOUND_MAX_OPERATIONS"),
+                    "maxPayloadSize": scim_setting("INBOUND_MAX_PAYLOAD_SIZE"),
+                }
+            }
         return Response(body, content_type=SCIM_CONTENT_TYPE)
+
+    def _inbound_source(self, request: Request) -> InboundSource | None:
+        """The inbound source whose token came with the request, if one did (discovery needs none)."""
+        try:
+            found = ScimTokenAuthentication().authenticate(request)
+        except AuthenticationFailed:
+            return None
+        if found is None:
+            return None
+        return InboundSource.objects.filter(client=found[0]).first()
 
 
 def _list_response(resources: list[dict[str, Any]]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from scim_api.inbound.models import (
     InboundUpload,
 )
 from scim_api.services import scim_client_rotate
+from scim_api.token_cache import recent_clients
 
 PREVIEW_ROWS = 5000
 PREVIEW_SHOWN = 200
@@ -46,8 +47,10 @@ class InboundSourceForm(forms.ModelForm):
             "name",
             "description",
             "enabled",
+            "scim_access",
             "match_source",
             "match_target",
+            "match_extension",
             "map_standard_attributes",
             "mappings",
             "scoping_filter",
@@ -86,8 +89,21 @@ class InboundSourceAdmin(OperatorAuditMixin, admin.ModelAdmin):
     readonly_fields = ["client_link", "endpoints", "created", "last_modified"]
     actions = ["rotate_token"]
     fieldsets = [
-        (None, {"fields": ["name", "description", "enabled", "client_link", "endpoints", "expires_in_days"]}),
-        ("Matching", {"fields": ["match_source", "match_target"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "description",
+                    "enabled",
+                    "scim_access",
+                    "client_link",
+                    "endpoints",
+                    "expires_in_days",
+                ]
+            },
+        ),
+        ("Matching", {"fields": ["match_source", "match_target", "match_extension"]}),
         ("Attributes", {"fields": ["map_standard_attributes", "mappings", "scoping_filter"]}),
         (
             "Actions",
@@ -110,7 +126,7 @@ class InboundSourceAdmin(OperatorAuditMixin, admin.ModelAdmin):
 
     @admin.display(description="matching")
     def match(self, source: InboundSource) -> str:
-        return f"{source.match_source} ↔ {source.match_target}"
+        return f"{source.match_source} ↔ {source.match_label}"
 
     @admin.display(description="may")
     def actions_allowed(self, source: InboundSource) -> str:
@@ -155,6 +171,9 @@ class InboundSourceAdmin(OperatorAuditMixin, admin.ModelAdmin):
     ) -> None:
         if change:
             obj.save()
+            # Granting or withdrawing the SCIM API applies to this process's next request at once
+            # (other processes within SCIM_TOKEN_CACHE_SECONDS).
+            recent_clients.clear()
             return
         config = {
             name: value

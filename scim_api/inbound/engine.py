@@ -11,9 +11,10 @@ the other), and for each pass:
    otherwise `updated`, `enabled` (a rehire), `disabled` or `deleted` (a
    leaver, by the source's policy), within the actions the source allows;
 3. writes through directory.services only (users_create_many for joiners,
-   a level at a time so that managers exist before their reports; user_update
-   for movers, rehires and leavers; user_delete), so every change has its
-   ChangeEvent and AuditEntry.
+   a level at a time so that managers exist before their reports;
+   users_update_many for movers, rehires and leavers, all of a pass in one
+   call, with user_update one at a time only if that call loses a uniqueness
+   race; user_delete), so every change has its ChangeEvent and AuditEntry.
 
 A manager named by a record that is applied later in the job (another chunk)
 is set by `resolve_pending_managers` once every record of the job is applied.
@@ -38,7 +39,7 @@ from django.utils import timezone
 from directory import extensions, services
 from directory.actors import Actor
 from directory.columns import ENTERPRISE_COLUMNS, NAME_COLUMNS, USER_COLUMNS
-from directory.exceptions import DirectoryError, InvalidValue, ObjectNotFound, UniquenessConflict
+from directory.exceptions import DirectoryError, InvalidValue, UniquenessConflict
 from directory.models import User
 from scim_api.exceptions import ScimError, error_body, scim_error_for
 from scim_api.inbound import transform
@@ -92,7 +93,7 @@ class Context:
         return self.config.source
 
     def norm(self, key: str) -> str:
-        return key.lower() if self.config.match_column == "user_name" else key
+        return key.lower() if self.config.match_ignores_case else key
 
 
 @dataclass
@@ -197,23 +198,19 @@ def lookup_users(ctx: Context, keys: Iterable[str], *, with_values: bool = False
             if virtual.user is not None:
                 found[key].append(virtual.user)
             wanted.discard(key)
-    column = ctx.config.match_column
     ordered = sorted(wanted)
     for start in range(0, len(ordered), LOOKUP_BATCH):
         chunk = ordered[start : start + LOOKUP_BATCH]
-        if column == "user_name":
-            queryset = User.objects.filter(user_name__lower__in=chunk)
-        else:
-            queryset = User.objects.filter(**{f"{column}__in": chunk})
+        queryset = ctx.config.matching(User.objects.all(), chunk)
         if with_values:
             queryset = queryset.prefetch_related("values")
         for user in queryset:
-            found[ctx.norm(getattr(user, column))].append(user)
+            found[ctx.norm(ctx.config.match_value(user))].append(user)
     return found
 
 
 def _values_of(ctx: Context, user: User) -> dict[str, list[dict[str, Any]]]:
-    key = ctx.norm(getattr(user, ctx.config.match_column))
+    key = ctx.norm(ctx.config.match_value(user))
     if key in ctx.virtual and ctx.virtual[key].user is user:
         return ctx.virtual[key].values
     current: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -309,7 +306,7 @@ def _run_pass(ctx: Context, batch: list[InboundRecord]) -> None:
             fail(
                 record,
                 ScimError(
-                    f"{source.match_target} {record.key!r} matches {len(matched)} users ({ids}); "
+                    f"{source.match_label} {record.key!r} matches {len(matched)} users ({ids}); "
                     "fix the duplicates before this record can apply.",
                     status=409,
                     scim_type="uniqueness",
@@ -330,7 +327,7 @@ def _run_pass(ctx: Context, batch: list[InboundRecord]) -> None:
             continue
         if desired.conflicting_match_value is not None:
             record.warnings.append(
-                f"The record's {source.match_target} ({desired.conflicting_match_value!r}) differs from its "
+                f"The record's {source.match_label} ({desired.conflicting_match_value!r}) differs from its "
                 f"key ({record.key!r}); the key is kept."
             )
         plan = Plan(record=record, current=current, desired=desired)
@@ -383,7 +380,7 @@ def _resolve_managers(ctx: Context, plans: list[Plan]) -> None:
             record.manager_pending = True
         else:
             record.warnings.append(
-                f"Manager {key!r} not found: no user has {ctx.source.match_target} {key!r}; "
+                f"Manager {key!r} not found: no user has {ctx.source.match_label} {key!r}; "
                 "the manager is left as it is."
             )
 
@@ -426,11 +423,18 @@ def _decide_new(ctx: Context, plan: Plan) -> None:
         skip(record, "This source may not create users.", now=ctx.now)
         return
     plan.action = "create"
-    plan.fields = {**desired.fields, ctx.config.match_column: record.key}
+    plan.fields = dict(desired.fields)
+    given_extensions = dict(desired.extensions)
+    if ctx.config.match_column is not None:
+        plan.fields[ctx.config.match_column] = record.key
+    else:
+        urn, attribute = ctx.config.match_urn or "", ctx.config.match_attribute
+        assert attribute is not None
+        given_extensions[urn] = {**(given_extensions.get(urn) or {}), attribute.name: record.key}
     if active is not None:
         plan.fields["active"] = active
-    if desired.extensions:
-        plan.fields["extensions"] = extensions.clean("user", desired.extensions, current={})
+    if given_extensions:
+        plan.fields["extensions"] = extensions.clean("user", given_extensions, current={})
     if plan.manager_id is not _UNSET:
         plan.fields["manager_id"] = plan.manager_id
     plan.values = services.normalise_values(desired.values)
@@ -563,10 +567,9 @@ def _apply(ctx: Context, plans: list[Plan]) -> None:
         for plan in level:
             _link_manager(plan)
         _create(ctx, level)
+    _update_many(ctx, [plan for plan in plans if plan.action == "update"])
     for plan in plans:
-        if plan.action == "update":
-            _update(ctx, plan)
-        elif plan.action == "delete":
+        if plan.action == "delete":
             _delete(ctx, plan)
         elif plan.action == "noop":
             _finish(ctx, plan, plan.current)
@@ -615,6 +618,43 @@ def _create(ctx: Context, level: list[Plan]) -> None:
             fail(plan.record, result, now=ctx.now)
 
 
+def _update_many(ctx: Context, plans: list[Plan]) -> None:
+    """Movers, rehires and leavers of a pass: one users_update_many call (a few statements for all)."""
+    if not plans:
+        return
+    changes = []
+    for plan in plans:
+        assert plan.current is not None
+        changes.append(
+            services.UserChange(
+                user_id=plan.current.pk,
+                expected_version=plan.current.version,
+                values=plan.values or None,
+                changes=plan.fields,
+            )
+        )
+    try:
+        results = services.users_update_many(actor=ctx.actor, updates=changes)
+    except UniquenessConflict:
+        # A unique value was taken between the check and the write: one at a time, each in a savepoint.
+        for plan in plans:
+            _update(ctx, plan)
+        return
+    for plan, result in zip(plans, results, strict=True):
+        if isinstance(result, User):
+            _updated(ctx, plan, result)
+        else:
+            fail(plan.record, result, now=ctx.now)
+
+
+def _updated(ctx: Context, plan: Plan, updated: User) -> None:
+    assert plan.current is not None
+    if updated.version == plan.current.version:  # nothing differed after all
+        plan.outcome = Outcome.UNCHANGED
+        plan.record.changes = {}
+    _finish(ctx, plan, updated)
+
+
 def _update(ctx: Context, plan: Plan) -> None:
     user = plan.current
     assert user is not None
@@ -631,10 +671,7 @@ def _update(ctx: Context, plan: Plan) -> None:
     except DirectoryError as exc:
         fail(plan.record, exc, now=ctx.now)
         return
-    if updated.version == user.version:
-        plan.outcome = Outcome.UNCHANGED
-        plan.record.changes = {}
-    _finish(ctx, plan, updated)
+    _updated(ctx, plan, updated)
 
 
 def _delete(ctx: Context, plan: Plan) -> None:
@@ -753,8 +790,12 @@ def services_taken_user_names(names: list[str]) -> set[str]:
 
 
 def resolve_pending_managers(ctx: Context, records: list[InboundRecord]) -> None:
-    """Set the managers that named a person applied later in the job; report those still unresolved."""
+    """Set the managers that named a person applied later in the job; report those still unresolved.
+
+    The managers found are set with one users_update_many call for all the records.
+    """
     managers = lookup_users(ctx, {record.manager_key for record in records})
+    resolved: list[tuple[InboundRecord, uuid.UUID]] = []
     for record in records:
         record.manager_pending = False
         found = managers.get(ctx.norm(record.manager_key), [])
@@ -767,16 +808,29 @@ def resolve_pending_managers(ctx: Context, records: list[InboundRecord]) -> None
                 "the manager is left as it is.",
             ]
             continue
-        manager_id = found[0].pk
-        try:
-            with transaction.atomic():
-                before = User.objects.filter(pk=record.user_id).values_list("manager_id", "version").first()
-                if before is None:
-                    raise ObjectNotFound(f"User {record.user_id} not found")
-                if before[0] != manager_id:
-                    services.user_update(actor=ctx.actor, user_id=record.user_id, manager_id=manager_id)
-                    record.changes = {**record.changes, "manager": [_jsonable(before[0]), str(manager_id)]}
-                    if record.outcome == Outcome.UNCHANGED:
-                        record.outcome = Outcome.UPDATED
-        except DirectoryError as exc:
-            record.warnings = [*record.warnings, f"Manager {record.manager_key!r} could not be set: {exc}"]
+        resolved.append((record, found[0].pk))
+    before = dict(
+        User.objects.filter(pk__in=[record.user_id for record, _ in resolved]).values_list("pk", "manager_id")
+    )
+    changing = [
+        (record, manager_id) for record, manager_id in resolved if before.get(record.user_id) != manager_id
+    ]
+    if not changing:
+        return
+    results: list[User | DirectoryError] = services.users_update_many(
+        actor=ctx.actor,
+        updates=[
+            services.UserChange(user_id=record.user_id, changes={"manager_id": manager_id})
+            for record, manager_id in changing
+        ],
+    )
+    for (record, manager_id), result in zip(changing, results, strict=True):
+        if isinstance(result, DirectoryError):
+            record.warnings = [*record.warnings, f"Manager {record.manager_key!r} could not be set: {result}"]
+            continue
+        record.changes = {
+            **record.changes,
+            "manager": [_jsonable(before.get(record.user_id)), str(manager_id)],
+        }
+        if record.outcome == Outcome.UNCHANGED:
+            record.outcome = Outcome.UPDATED

@@ -21,6 +21,7 @@ class InboundSource(models.Model):
         EMPLOYEE_NUMBER = "employeeNumber", "employeeNumber (enterprise extension)"
         EXTERNAL_ID = "externalId", "externalId"
         USER_NAME = "userName", "userName (ignoring case)"
+        EXTENSION = "extension", "an extension attribute (below)"
 
     class LeaverAction(models.TextChoices):
         DISABLE = "disable", "disable the user (active = false)"
@@ -37,6 +38,12 @@ class InboundSource(models.Model):
         help_text="The SCIM client whose bearer token (or OAuth access token) this source uploads with.",
     )
     enabled = models.BooleanField(default=True, help_text="A disabled source's uploads are refused (403).")
+    scim_access = models.BooleanField(
+        "SCIM API access",
+        default=False,
+        help_text="Also let the source's token use the rest of the SCIM API (Users, Groups, Bulk, /Me...) "
+        "within its scope. Off, it may only upload to this source and read its jobs (403 elsewhere).",
+    )
 
     match_source = models.CharField(
         max_length=1000,
@@ -46,6 +53,15 @@ class InboundSource(models.Model):
     )
     match_target = models.CharField(
         max_length=32, choices=MatchTarget.choices, default=MatchTarget.EMPLOYEE_NUMBER
+    )
+    match_extension = models.CharField(
+        "match extension attribute",
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="With the match target 'an extension attribute': a single-valued string attribute of "
+        "a User extension schema defined in this directory, as its URN and name "
+        "(urn:contoso:hr:1.0:User:employeeId). Make it unique, so that one user matches.",
     )
     map_standard_attributes = models.BooleanField(
         default=True,
@@ -131,6 +147,11 @@ class InboundSource(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def match_label(self) -> str:
+        """The directory attribute records are matched on, as messages name it."""
+        return self.match_extension if self.match_target == self.MatchTarget.EXTENSION else self.match_target
 
     @property
     def has_guard(self) -> bool:
@@ -228,7 +249,7 @@ class InboundRecord(models.Model):
     bulk_id = models.CharField("bulkId", max_length=255, blank=True, default="")
     # The record's matching value, computed when it was staged ("" when it has none).
     key = models.CharField(max_length=255, blank=True, default="")
-    # Staged as a leaver (inactive, or terminated by now): what the guard counts.
+    # Staged as a leaver (inactive, or with a termination date, past or future): what the guard counts.
     leaver = models.BooleanField(default=False)
     data = models.JSONField(default=dict)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)

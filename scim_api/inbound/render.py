@@ -104,7 +104,7 @@ def source_document(
         "bulkUpload": f"{base_url}/inbound/{source.name}/bulkUpload",
         "maxOperations": max_operations,
         "maxPayloadSize": max_payload,
-        "matching": {"source": source.match_source, "target": source.match_target},
+        "matching": {"source": source.match_source, "target": source.match_label},
         "actions": {
             "create": source.allow_create,
             "update": source.allow_update,

@@ -232,7 +232,7 @@ def dry_run(
 
 
 def _norm_keys(config: transform.CompiledSource, records: Iterable[InboundRecord]) -> set[str]:
-    lower = config.match_column == "user_name"
+    lower = config.match_ignores_case
     return {record.key.lower() if lower else record.key for record in records if record.key}
 
 
@@ -241,8 +241,7 @@ def _norm_keys(config: transform.CompiledSource, records: Iterable[InboundRecord
 
 def _population(ctx: engine.Context) -> int:
     """What the guard's percentages are of: the users this source can match."""
-    column = ctx.config.match_column
-    return User.objects.exclude(**{column: ""}).count()
+    return ctx.config.matchable(User.objects.all()).count()
 
 
 def _over(count: int, limit: int | None, percent: float | None, base: int, what: str) -> str:
@@ -261,19 +260,39 @@ def _guard_holds(ctx: engine.Context, leavers: list[InboundRecord]) -> tuple[lis
         return [], ""
     users = engine.lookup_users(ctx, {record.key for record in leavers if record.key})
     deleting = source.leaver_action == InboundSource.LeaverAction.DELETE
+    # A departure counts once, when it is decided: a user whose disable this source already
+    # scheduled was counted then (a later record that moves the date or brings it forward is not new).
+    scheduled = set(
+        InboundScheduledAction.objects.filter(
+            source=source,
+            action=InboundScheduledAction.Action.DISABLE,
+            state=InboundScheduledAction.State.PENDING,
+            user_id__in=[user.pk for found in users.values() for user in found],
+        ).values_list("user_id", flat=True)
+    )
     counted = [
         record
         for record in leavers
-        if any(user.active or deleting for user in users.get(ctx.norm(record.key), []))
+        if any(
+            (user.active or deleting) and user.pk not in scheduled
+            for user in users.get(ctx.norm(record.key), [])
+        )
     ]
     if not counted:
         return [], ""
     base = _population(ctx)
+    since = timezone.now() - HOUR
     recent = InboundRecord.objects.filter(
-        job__source=source,
-        outcome__in=[Outcome.DISABLED, Outcome.DELETED],
-        applied__gte=timezone.now() - HOUR,
+        job__source=source, outcome__in=[Outcome.DISABLED, Outcome.DELETED], applied__gte=since
     ).count()
+    # Disables (or deletes) this source scheduled in the hour count as that hour's leavers too.
+    recent += (
+        InboundScheduledAction.objects.filter(
+            source=source, action=InboundScheduledAction.Action.DISABLE, created__gte=since
+        )
+        .exclude(state=InboundScheduledAction.State.CANCELLED)
+        .count()
+    )
     reason = _over(
         len(counted), source.guard_job_max_count, source.guard_job_max_percent, base, "in this job"
     ) or _over(
@@ -289,8 +308,12 @@ def _guard_holds(ctx: engine.Context, leavers: list[InboundRecord]) -> tuple[lis
 
 
 def _apply_guard(ctx: engine.Context, job: InboundJob) -> None:
+    # InboundRecord.objects, not job.records: the related manager would read each row's deferred
+    # job_id (a query per leaver) to attach the job it already knows.
     leavers = list(
-        job.records.filter(outcome=Outcome.PENDING, leaver=True, approved_by="").only("id", "key", "leaver")
+        InboundRecord.objects.filter(job=job, outcome=Outcome.PENDING, leaver=True, approved_by="").only(
+            "id", "key", "leaver"
+        )
     )
     held, reason = _guard_holds(ctx, leavers)
     if held:
@@ -394,7 +417,7 @@ def job_run(job: InboundJob, *, progress: Any = None) -> None:
         _job_failed(job, f"The source's configuration is invalid: {exc}")
         return
     keys = job.records.exclude(key="").values_list("key", flat=True)
-    lower = config.match_column == "user_name"
+    lower = config.match_ignores_case
     ctx = engine.Context(
         config=config,
         actor=_actor(job),

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
 
 from directory import extensions
 from directory.columns import ENTERPRISE_USER_URN, NAME_COLUMNS
 from directory.exceptions import InvalidValue
 from directory.expressions import EvaluationError, Expression, ExpressionError
+from directory.models import User
 from scim_api.filter_parser import FilterSyntaxError, Node
 from scim_api.inbound import paths
 from scim_api.inbound.models import InboundSource
@@ -45,10 +47,44 @@ class CompiledSource:
     scope: Node | None
     hire_date: Expression | None
     termination_date: Expression | None
+    # When records match on an extension attribute: its schema's URN and its definition.
+    match_urn: str | None = None
+    match_attribute: extensions.AttributeDefinition | None = None
 
     @property
-    def match_column(self) -> str:
-        return MATCH_COLUMNS[self.source.match_target]
+    def match_column(self) -> str | None:
+        """The User column records match on; None when they match on an extension attribute."""
+        return MATCH_COLUMNS.get(self.source.match_target)
+
+    @property
+    def match_ignores_case(self) -> bool:
+        if self.match_attribute is not None:
+            return not self.match_attribute.case_exact
+        return self.match_column == "user_name"
+
+    def match_value(self, user: User) -> str:
+        """The user's value of the matching attribute ("" when it has none)."""
+        if self.match_attribute is not None:
+            value = (user.extensions.get(self.match_urn or "") or {}).get(self.match_attribute.name)
+            return "" if value is None else str(value)
+        return str(getattr(user, self.match_column or ""))
+
+    def matching(self, users: QuerySet[User], keys: list[str]) -> QuerySet[User]:
+        """`users` whose matching attribute is one of `keys` (normalised as Context.norm does)."""
+        if self.match_attribute is not None:
+            # The expression the attribute's index covers (lower case unless caseExact).
+            value = extensions.compared_expression(self.match_urn or "", self.match_attribute)
+            return users.alias(_match=value).filter(_match__in=keys)
+        if self.match_column == "user_name":
+            return users.filter(user_name__lower__in=keys)
+        return users.filter(**{f"{self.match_column}__in": keys})
+
+    def matchable(self, users: QuerySet[User]) -> QuerySet[User]:
+        """`users` that hold a value of the matching attribute (what the guard's percentages are of)."""
+        if self.match_attribute is not None:
+            value = extensions.value_expression(self.match_urn or "", self.match_attribute)
+            return users.alias(_match=value).exclude(_match__isnull=True).exclude(_match="")
+        return users.exclude(**{self.match_column or "": ""})
 
 
 MATCH_COLUMNS = {
@@ -86,7 +122,12 @@ def compile_source_config(source: InboundSource) -> CompiledSource:
             scope = paths.parse_filter(source.scoping_filter)
         except FilterSyntaxError as exc:
             raise SourceConfigError(f"scoping filter: {exc}") from None
+    match_urn, match_attribute = None, None
+    if source.match_target == InboundSource.MatchTarget.EXTENSION:
+        match_urn, match_attribute = _match_extension(source.match_extension)
     return CompiledSource(
+        match_urn=match_urn,
+        match_attribute=match_attribute,
         source=source,
         match=expression(source.match_source, "match source"),
         mappings=tuple(mappings),
@@ -98,6 +139,23 @@ def compile_source_config(source: InboundSource) -> CompiledSource:
             else None
         ),
     )
+
+
+def _match_extension(path: str) -> tuple[str, extensions.AttributeDefinition]:
+    """The URN and definition of the extension attribute `path` names, if records can match on it."""
+    urn, _, name = path.strip().rpartition(":")
+    schema = extensions.definitions().schema(urn, "user") if urn else None
+    attribute = schema.attribute(name) if schema is not None else None
+    if schema is None or attribute is None:
+        raise SourceConfigError(
+            f"match extension attribute: {path!r} is no attribute of a User extension schema defined "
+            "here (write it as urn:...:User:attributeName)"
+        )
+    if attribute.multi_valued or attribute.type not in ("string", "reference"):
+        raise SourceConfigError(
+            f"match extension attribute: {path!r} must be a single-valued string attribute"
+        )
+    return schema.urn, attribute
 
 
 def _evaluate(expression: Expression, record: Mapping[str, Any], label: str) -> Any:
@@ -227,11 +285,18 @@ def desired_state(
     desired.fields = fields
     desired.values = {kind: items for kind, items in scim.values.items() if items}
     match_column = config.match_column
-    own = fields.pop(match_column, None)
+    if config.match_attribute is not None:
+        # The key is the matching attribute's value: a different one in the record gives way to it.
+        given = desired.extensions.get(config.match_urn or "") or {}
+        own = given.get(config.match_attribute.name)
+        if own not in (None, "") and key:
+            given[config.match_attribute.name] = key
+    else:
+        own = fields.pop(match_column or "", None)
     if (
         own not in (None, "")
         and key
-        and (own.lower() != key.lower() if match_column == "user_name" else own != key)
+        and (str(own).lower() != key.lower() if config.match_ignores_case else own != key)
     ):
         desired.conflicting_match_value = own
     if config.hire_date is not None:
@@ -305,7 +370,11 @@ def _date(value: Any, label: str) -> datetime | None:
 
 
 def staged_leaver(config: CompiledSource, record: Mapping[str, Any], now: datetime) -> bool:
-    """Whether a staged record reads as a leaver (inactive, or terminated by now): what the guard counts."""
+    """Whether a staged record reads as a leaver: what the guard counts.
+
+    Inactive, or carrying a termination date: past (a leaver now) or future (a
+    disable scheduled for the day, which the guard counts when it is decided).
+    """
     try:
         if any(target == "active" for target, _ in config.mappings):
             active = paths.resolve(mapped_record(config, record), "active")
@@ -316,7 +385,7 @@ def staged_leaver(config: CompiledSource, record: Mapping[str, Any], now: dateti
             return True
         if config.termination_date is not None:
             ends = _date(_evaluate(config.termination_date, record, "termination date"), "termination date")
-            return ends is not None and ends <= now
+            return ends is not None
     except (InvalidValue, ValueError):
         return False
     return False

@@ -1,5 +1,6 @@
 """POST /scim/v2/bulkUpload and the job resource over HTTP; jobs applied in-process as a worker would."""
 
+import base64
 import json
 from http import HTTPStatus
 from typing import Any
@@ -13,6 +14,7 @@ from directory.actors import Actor
 from directory.models import AuditEntry, ChangeEvent, User
 from scim_api.inbound import services
 from scim_api.inbound.models import InboundJob, InboundRecord, InboundSource
+from scim_api.inbound.transform import SourceConfigError
 from scim_api.services import scim_client_create
 from tests.scim_api.conftest import Scim
 from tests.scim_api.inbound.conftest import (
@@ -469,6 +471,44 @@ def test_the_default_limit_is_at_least_entras_fifty_and_larger_batches_are_accep
     assert described["bulkUpload"] == "http://testserver/scim/v2/inbound/hr/bulkUpload"
 
 
+def test_service_provider_config_advertises_a_sources_bulk_upload_limits_to_its_token(
+    hr, hr_source, anonymous, settings
+):
+    settings.SCIM_API = {
+        **settings.SCIM_API,
+        "INBOUND_MAX_OPERATIONS": 60,
+        "INBOUND_MAX_PAYLOAD_SIZE": 400_000,
+    }
+    extension = "urn:directory:params:scim:schemas:extension:inbound:1.0:ServiceProviderConfig"
+
+    # Without an inbound source's token: the RFC's document only (strict clients refuse more).
+    plain = anonymous.get("ServiceProviderConfig").body
+    assert extension not in plain["schemas"]
+    assert extension not in plain
+    config = hr.get("ServiceProviderConfig").body
+    assert extension in config["schemas"]
+    assert config[extension]["bulkUpload"] == {
+        "supported": True,
+        "endpoint": "http://testserver/scim/v2/bulkUpload",
+        "sourceEndpoint": "http://testserver/scim/v2/inbound/hr/bulkUpload",
+        "maxOperations": 60,
+        "maxPayloadSize": 400_000,
+    }
+    assert {key: value for key, value in config.items() if key not in ("schemas", extension)} == {
+        key: value for key, value in plain.items() if key != "schemas"
+    }
+    too_many = hr.post("bulkUpload", bulk(*[worker_record(str(n)) for n in range(61)]))
+    assert too_many.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert (
+        hr.post("bulkUpload", bulk(*[worker_record(str(n)) for n in range(60)])).status == HTTPStatus.ACCEPTED
+    )
+    # A source's own limit is the one its token is told.
+    source = hr_source[0]
+    source.max_operations = 75
+    source.save()
+    assert hr.get("ServiceProviderConfig").body[extension]["bulkUpload"]["maxOperations"] == 75
+
+
 def test_credentials(client, anonymous, hr_source):
     plain_client, plain_token = scim_client_create(name="Just a SCIM client")
 
@@ -492,6 +532,52 @@ def test_credentials(client, anonymous, hr_source):
     read_only = Scim(client, hr_source[1]).post("bulkUpload", bulk(worker_record("1")))
     assert (read_only.status, read_only.body["detail"]) == (403, "This token has the read scope only.")
     assert not InboundJob.objects.exists()
+
+
+def test_a_sources_token_may_use_only_its_inbound_urls_unless_granted_the_scim_api(client, hr, hr_source):
+    from scim_api.authentication import INBOUND_ONLY
+    from scim_api.services import oauth_credential_issue
+    from scim_api.token_cache import recent_clients
+
+    source = hr_source[0]
+    credential, secret = oauth_credential_issue(client_id=source.client_id)
+    basic = base64.b64encode(f"{credential.public_id}:{secret}".encode()).decode()
+    issued = client.post(
+        "/oauth/token",
+        "grant_type=client_credentials",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_AUTHORIZATION=f"Basic {basic}",
+    ).json()["access_token"]
+    upload = hr.post("bulkUpload", bulk(worker_record("1")))
+    assert upload.status == HTTPStatus.ACCEPTED
+    job_path = upload.headers["Location"].split("/scim/v2/", 1)[1]
+
+    for scim in (hr, Scim(client, issued)):
+        assert scim.get(job_path).status == HTTPStatus.OK
+        assert scim.get("bulkUpload").status == HTTPStatus.OK
+        for reply in (
+            scim.get("Users"),
+            scim.get("Groups"),
+            scim.get("Me"),
+            scim.post("Users", {"schemas": [CORE], "userName": "sneaky@example.com"}),
+            scim.post(
+                "Bulk", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": []}
+            ),
+        ):
+            assert reply.status == HTTPStatus.FORBIDDEN, reply
+            assert reply.body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+            assert reply.body["detail"] == INBOUND_ONLY
+    assert not User.objects.filter(user_name="sneaky@example.com").exists()
+
+    source.scim_access = True
+    source.save()
+    recent_clients.clear()
+
+    assert hr.get("Users").status == HTTPStatus.OK
+    assert Scim(client, issued).get("Users").status == HTTPStatus.OK
+    # Any other SCIM client keeps the whole API.
+    _, plain_token = scim_client_create(name="Just a SCIM client")
+    assert Scim(client, plain_token).get("Users").status == HTTPStatus.OK
 
 
 def test_an_unknown_job_is_a_scim_404(hr):
@@ -535,6 +621,32 @@ def test_applying_a_job_costs_a_bounded_number_of_queries_whatever_its_size(hr):
     assert User.objects.count() == 105
     # 20 times the records, no more statements (SQLite splits a few bulk inserts in batches).
     assert large <= small + 5
+
+
+def test_movers_and_leavers_cost_a_bounded_number_of_queries_whatever_their_number(hr):
+    def queries_for(records: list[dict]) -> int:
+        reply = hr.post("bulkUpload", bulk(*records))
+        with CaptureQueriesContext(connection) as captured:
+            services.jobs_drain(job_id=reply.body["id"])
+        assert InboundJob.objects.get(pk=reply.body["id"]).counts["failed"] == 0
+        return len(captured.captured_queries)
+
+    hr.post("bulkUpload", bulk(*[worker_record(str(n)) for n in range(105)]))
+    services.jobs_drain(job_id=InboundJob.objects.get().pk)
+    moved_few = queries_for([worker_record(str(n), department="Sales", title="Seller") for n in range(5)])
+    moved_many = queries_for(
+        [worker_record(str(n), department="Sales", title="Seller") for n in range(5, 105)]
+    )
+    left_few = queries_for([worker_record(str(n), active=False, department=None) for n in range(5)])
+    left_many = queries_for([worker_record(str(n), active=False, department=None) for n in range(5, 105)])
+
+    assert User.objects.filter(department="Sales").count() == 105
+    assert not User.objects.filter(active=True).exists()
+    assert ChangeEvent.objects.filter(kind="deactivated").count() == 105
+    assert ChangeEvent.objects.filter(kind="updated").count() == 105
+    # 20 times the records, no more statements: the users are changed with set-based statements.
+    assert moved_many <= moved_few + 5
+    assert left_many <= left_few + 5
 
 
 # --- sources: allowed actions, scoping, mappings ------------------------------------------------
@@ -606,6 +718,44 @@ def test_custom_hr_namespaces_map_into_directory_attributes_and_extension_schema
     assert outcomes(uploader.run(record)) == ["updated"]
     user.refresh_from_db()
     assert user.extensions == {"urn:contoso:hr:1.0:User": {"jobCode": "AB-1", "grade": 8}}
+
+
+def test_records_can_match_on_an_extension_attribute(uploader, hr_source):
+    directory_services.extension_schema_create(
+        actor=Actor.system(),
+        urn="urn:contoso:hr:1.0:User",
+        name="Contoso HR",
+        resource_type="user",
+        attributes=[
+            {"name": "employeeId", "type": "string", "uniqueness": "server"},
+            {"name": "grade", "type": "integer"},
+        ],
+    )
+    source = hr_source[0]
+    source.match_source = "urn:contoso:hr:1.0:User:employeeId"
+    source.match_target = InboundSource.MatchTarget.EXTENSION
+    source.match_extension = "urn:contoso:hr:1.0:User:employeeId"
+    source.save()
+    record = worker_record("n-1", department="Research")
+    record["urn:contoso:hr:1.0:User"] = {"employeeId": "W-77", "grade": 3}
+
+    created = uploader.run(record)
+    record["urn:contoso:hr:1.0:User"] = {"employeeId": "w-77", "grade": 4}  # not caseExact: the same person
+    record["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"] = "Sales"
+    moved = uploader.run(record)
+    again = uploader.run(record)
+
+    user = User.objects.get()
+    assert (outcomes(created), outcomes(moved), outcomes(again)) == (["created"], ["updated"], ["unchanged"])
+    assert created["operations"][0]["id"] == moved["operations"][0]["id"] == str(user.pk)
+    assert user.extensions == {"urn:contoso:hr:1.0:User": {"employeeId": "w-77", "grade": 4}}
+    assert user.department == "Sales"
+    assert hr_source[0].match_label == "urn:contoso:hr:1.0:User:employeeId"
+    for bad in ("urn:contoso:hr:1.0:User:nope", "urn:contoso:hr:1.0:User:grade", ""):
+        with pytest.raises(SourceConfigError, match="match extension attribute"):
+            services.source_create(
+                name="badges", match_target=InboundSource.MatchTarget.EXTENSION, match_extension=bad
+            )
 
 
 def test_an_attribute_a_mapping_cannot_convert_fails_its_record(uploader, hr_source):

@@ -263,3 +263,46 @@ def test_the_source_advertises_its_effective_date_attributes(hr, dated):
         "hireDate": f"{HR_NS}:HireDate",
         "terminationDate": f"[{HR_NS}:TerminationDate]",
     }
+
+
+# --- the guard and effective dates ---------------------------------------------------------------
+
+
+def test_the_guard_counts_future_dated_leavers_and_holds_them_before_anything_is_scheduled(uploader, dated):
+    uploader.run(*[_dated(str(n)) for n in range(3)])
+    _configure(dated, guard_job_max_count=1)
+    ends = _iso(timedelta(days=3))
+
+    job = uploader.run(_dated("0", ends=ends), _dated("1", ends=ends), _dated("2"))
+
+    assert outcomes(job) == ["held", "held", "unchanged"]
+    assert "2 leavers in this job would exceed the limit of 1" in job["operations"][0]["reason"]
+    assert not InboundScheduledAction.objects.exists()
+    held = InboundRecord.objects.filter(outcome="held").values_list("pk", flat=True)
+    services.held_records_approve(record_ids=held, approved_by="op")
+    services.jobs_drain(job_id=job["id"])
+    assert InboundScheduledAction.objects.filter(action="disable", state="pending").count() == 2
+    assert User.objects.filter(active=True).count() == 3
+
+
+def test_the_hourly_guard_counts_the_disables_scheduled_in_the_hour(uploader, dated):
+    uploader.run(*[_dated(str(n)) for n in range(4)])
+    _configure(dated, guard_hour_max_count=2)
+    ends = _iso(timedelta(days=3))
+    assert outcomes(uploader.run(_dated("0", ends=ends), _dated("1", ends=ends))) == ["updated", "updated"]
+
+    job = uploader.run(_dated("2", active=False))
+
+    assert outcomes(job) == ["held"]
+    assert "3 leavers in the last hour would exceed the limit of 2" in job["operations"][0]["reason"]
+
+
+def test_a_scheduled_departure_counts_once_not_again_when_the_record_is_sent_again(uploader, dated):
+    uploader.run(*[_dated(str(n)) for n in range(3)])
+    ends = _iso(timedelta(days=3))
+    uploader.run(_dated("0", ends=ends), _dated("1", ends=ends))
+    _configure(dated, guard_job_max_count=1)
+
+    again = uploader.run(_dated("0", ends=ends), _dated("1", ends=_iso(timedelta(days=5))))
+
+    assert outcomes(again) == ["unchanged", "updated"]

@@ -111,7 +111,9 @@ def test_lost_tasks_are_sent_again_once_per_source(hr_source, monkeypatch):
     old, newer = _stage(source, worker_record("1")), _stage(source, worker_record("2"))
     fresh = _stage(source, worker_record("3"))
     long_ago = timezone.now() - timedelta(minutes=5)
-    InboundJob.objects.filter(pk__in=[old.pk, newer.pk]).update(created=long_ago)
+    # Apart by a second: with one timestamp the two would tie, and either could come first.
+    InboundJob.objects.filter(pk=old.pk).update(created=long_ago)
+    InboundJob.objects.filter(pk=newer.pk).update(created=long_ago + timedelta(seconds=1))
     InboundJob.objects.filter(pk=fresh.pk).update(created=timezone.now())
 
     assert services.jobs_resend_stale() == 1
