@@ -13,6 +13,9 @@ comes later): the foreign keys are checked when the transaction commits
 (Django declares them DEFERRABLE INITIALLY DEFERRED), and check_references()
 names any that are left dangling first, so a whole import either applies or
 leaves nothing behind. The caller owns that transaction.
+
+Validation is the services' own (services._prepare_user and friends), so an
+imported object is held to exactly what user_create / group_create accept.
 """
 
 import uuid
@@ -86,7 +89,9 @@ def _insert(model: type[User] | type[Group], objs: list[Any], label: str) -> Non
         conflict = extensions.conflict_from(exc)
         if conflict is not None:
             raise conflict from None
-        raise UniquenessConflict(f"{label}: {str(exc).splitlines()[0]}") from None
+        # The database's own message names the index and, on PostgreSQL, the value.
+        unique_field = "user_name" if model is User else "display_name"
+        raise UniquenessConflict(f"{label}: {' '.join(str(exc).split())[:300]}", field=unique_field) from None
 
 
 def users_import_many(*, actor: Actor, users: Sequence[ImportedUser]) -> None:

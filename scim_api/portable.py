@@ -33,6 +33,7 @@ from directory.actors import Actor
 from directory.exceptions import DirectoryError, InvalidValue
 from directory.models import ExtensionSchema, Group, Membership, User
 from scim_api import mapping
+from scim_api.exceptions import ScimError
 
 FORMAT_VERSION = 1
 HEADER_SCHEMA = "urn:identity-directory:export:1.0:Header"
@@ -302,10 +303,7 @@ class _Importer:
                 header_seen = True
                 continue
             kind = (record.get("meta") or {}).get("resourceType")
-            try:
-                self._record(kind, record)
-            except DirectoryError as exc:
-                raise ImportRefused(f"line {number}: {exc}") from None
+            self._record(kind, record, number)
             if progress is not None and number % 10000 == 0:
                 progress(self.report)
         if not header_seen:
@@ -327,22 +325,34 @@ class _Importer:
                 f"export format {record.get('format')!r}; this version reads {FORMAT_VERSION}"
             )
 
-    def _record(self, kind: Any, record: dict[str, Any]) -> None:
-        if kind == "Schema":
-            self._flush_users()
-            self._flush_groups()
-            self._schema(record)
-        elif kind == "User":
-            self._flush_groups()
-            self._user(_parse_user(record))
-        elif kind == "Group":
-            self._flush_users()
-            self._group(_parse_group(record))
-        else:
-            raise InvalidValue(f"meta.resourceType {kind!r}: expected Schema, User or Group")
+    def _record(self, kind: Any, record: dict[str, Any], number: int) -> None:
+        try:
+            if kind == "Schema":
+                parsed: Any = _schema_spec(record)
+            elif kind == "User":
+                parsed = _parse_user(record)
+            elif kind == "Group":
+                parsed = _parse_group(record)
+            else:
+                raise InvalidValue(f"meta.resourceType {kind!r}: expected Schema, User or Group")
+        except (DirectoryError, ScimError) as exc:
+            raise ImportRefused(f"line {number}: {exc}") from None
+        # Writes report the object they are about (a chunk's error is not about this line).
+        try:
+            if kind == "Schema":
+                self._flush_users()
+                self._flush_groups()
+                self._schema(parsed)
+            elif kind == "User":
+                self._flush_groups()
+                self._user(parsed)
+            else:
+                self._flush_users()
+                self._group(parsed)
+        except DirectoryError as exc:
+            raise ImportRefused(str(exc)) from None
 
-    def _schema(self, record: dict[str, Any]) -> None:
-        spec = _schema_spec(record)
+    def _schema(self, spec: dict[str, Any]) -> None:
         existing = ExtensionSchema.objects.filter(urn__iexact=spec["urn"]).first()
         if existing is None:
             services.extension_schema_create(actor=self.actor, **spec)

@@ -317,3 +317,17 @@ def test_round_trip_into_a_fresh_postgresql_database_is_equal() -> None:
     assert audit == (4,)
     # The extension attributes' indexes (the unique badge one among them) were built there too.
     assert len(indexes) == len(source_indexes) >= 2
+
+
+@pytest.mark.django_db
+def test_merge_refuses_a_new_id_whose_user_name_another_user_has() -> None:
+    objects = _directory()
+    lines = _export()
+    services.user_delete(actor=ACTOR, user_id=objects["boss"].pk)
+    services.user_create(actor=ACTOR, user_name="BOSS@example.com")
+    events = ChangeEvent.objects.count()
+
+    with pytest.raises(CommandError, match="Nothing imported: Users: .*directory_user_username_ci_unique"):
+        _import(lines, "--merge")
+    assert ChangeEvent.objects.count() == events
+    assert not User.objects.filter(pk=objects["boss"].pk).exists()
