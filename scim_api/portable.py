@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -153,9 +153,14 @@ def export_records(*, page_size: int = 1000) -> Iterator[dict[str, Any]]:
 def export_directory(out: TextIO | Any, *, page_size: int = 1000) -> dict[str, int]:
     """Write the export to `out`; return how many resources of each type were written."""
     written = {"Schema": 0, "User": 0, "Group": 0}
-    # One repeatable-read snapshot on PostgreSQL would need the whole export in one
-    # transaction; atomic() at least keeps every page of one run on one connection state.
+    # One snapshot for the whole export, so that a member or manager written meanwhile cannot
+    # name an object the file lacks: REPEATABLE READ on PostgreSQL (readers block nobody); on
+    # SQLite the transaction holds the write lock (transaction_mode IMMEDIATE) until the end.
+    outermost = not connection.in_atomic_block  # inside a caller's transaction, its snapshot rules
     with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for record in export_records(page_size=page_size):
             out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
             kind = record.get("meta", {}).get("resourceType")
