@@ -69,7 +69,9 @@ def _pages(queryset: Any, page_size: int) -> Iterator[list[Any]]:
     while True:
         page = queryset.order_by("created", "id")
         if after is not None:
-            page = page.filter(Q(created__gt=after[0]) | Q(created=after[0], id__gt=after[1]))
+            # (created, id) > after, spelled so that PostgreSQL starts the index scan at `after`
+            # (the bare OR made every page scan from the first row: 10 minutes for 100k users).
+            page = page.filter(Q(created__gte=after[0]) & (Q(created__gt=after[0]) | Q(id__gt=after[1])))
         rows = list(page[:page_size])
         if not rows:
             return
