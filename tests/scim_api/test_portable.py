@@ -331,3 +331,20 @@ def test_merge_refuses_a_new_id_whose_user_name_another_user_has() -> None:
         _import(lines, "--merge")
     assert ChangeEvent.objects.count() == events
     assert not User.objects.filter(pk=objects["boss"].pk).exists()
+
+
+@pytest.mark.django_db
+def test_small_pages_export_every_user_once_even_when_created_times_tie() -> None:
+    for n in range(7):
+        services.user_create(actor=ACTOR, user_name=f"user{n}@example.com")
+    moment = User.objects.order_by("created").values_list("created", flat=True).first()
+    User.objects.filter(user_name__in=["user2@example.com", "user3@example.com", "user4@example.com"]).update(
+        created=moment
+    )
+    whole = _export()
+    paged = io.StringIO()
+    call_command("export_directory", "--page-size", "2", stdout=paged, stderr=io.StringIO())
+
+    assert paged.getvalue().splitlines()[1:] == whole[1:]
+    ids = [json.loads(line)["id"] for line in whole[1:]]
+    assert len(ids) == len(set(ids)) == 7
