@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from directory import bulk_sql, extensions, services
 from directory.actors import Actor
@@ -276,3 +276,17 @@ def _check_no_cycle() -> None:
                 stack.pop()
                 path.discard(node)
                 done.add(node)
+
+
+def tables_analyze() -> None:
+    """Refresh PostgreSQL's statistics of the directory's tables after a bulk import.
+
+    Autovacuum gets there eventually; until it does, the planner takes a freshly
+    filled table for an empty one and can pick an index scan that reads the whole
+    index per row (measured: 2.2 s instead of a few ms for a page of 1,000 users).
+    """
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for model in (User, UserValue, Group, Membership):
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")

@@ -462,4 +462,6 @@ def import_directory(
                 raise _DryRun
     except _DryRun:
         return importer.report
+    if not connection.in_atomic_block:
+        transfer.tables_analyze()
     return report
