@@ -174,6 +174,23 @@ def target_clear_quarantine(*, target: Target) -> int:
     )
 
 
+@transaction.atomic
+def target_pause(*, target: Target) -> None:
+    """Queue changes for the target but send nothing until it is resumed."""
+    Target.objects.filter(pk=target.pk).update(paused=True)
+    target.paused = True
+
+
+@transaction.atomic
+def target_resume(*, target: Target) -> int:
+    """Send again what was queued while the target was paused; returns how many deliveries were sent."""
+    Target.objects.filter(pk=target.pk).update(paused=False)
+    target.paused = False
+    return _resend(
+        list(Delivery.objects.filter(target=target, state=Delivery.State.QUEUED).values_list("pk", flat=True))
+    )
+
+
 @dataclass
 class RetryResult:
     failed: int = 0
