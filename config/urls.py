@@ -11,6 +11,7 @@ admin.site.index_title = "Directory administration"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
+    path("", include("observability.urls")),
     path("oauth/token", oauth.token, name="oauth-token"),
     # Inbound provisioning first: the SCIM server's URLconf ends in a catch-all 404.
     path("scim/v2/", include("scim_api.inbound.urls")),
