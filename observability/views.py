@@ -8,7 +8,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from observability.health import readiness
@@ -62,7 +63,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
     else:
         registry.register(_DefaultRegistry())
     registry.register(ScrapeTimeCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    # The classic text format, or OpenMetrics when the scraper asks for it (Accept).
+    encode, content_type = choose_encoder(request.META.get("HTTP_ACCEPT", ""))
+    return HttpResponse(encode(registry), content_type=content_type)
 
 
 class _DefaultRegistry:
