@@ -2,7 +2,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 # Targets for the delivery metrics, as the provisioning tests make them.
-from tests.provisioning.conftest import rfc_profile, shipped_profiles, target_factory  # noqa: F401
+from tests.provisioning.conftest import (  # noqa: F401
+    rfc_profile,
+    scim2_url,
+    shipped_profiles,
+    target_factory,
+)
 
 
 def sample(name: str, **labels: str) -> float:
