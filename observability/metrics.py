@@ -14,6 +14,7 @@ rewrite names, target and source names, outcomes.
 """
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.metrics_core import Metric
@@ -73,9 +74,21 @@ INBOUND_RECORDS = Counter(
 )
 
 
+# (route, method, status) → the two labelled series: labels() validates and locks on every call, and
+# this runs on every request. Bounded like the labels themselves.
+_http_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def http_request_observe(*, route: str, method: str, status: int, seconds: float) -> None:
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_LATENCY.labels(route, method).observe(seconds)
+    key = (route, method, status)
+    series = _http_series.get(key)
+    if series is None:
+        series = _http_series[key] = (
+            HTTP_REQUESTS.labels(route, method, str(status)),
+            HTTP_LATENCY.labels(route, method),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def scim_error_count(*, status: int, scim_type: str | None) -> None:

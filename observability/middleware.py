@@ -6,8 +6,8 @@ in multiprocess mode) and one log record.
 """
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
@@ -31,7 +31,7 @@ class RequestObservabilityMiddleware:
         incoming = request.META.get("HTTP_X_REQUEST_ID", "")
         # A caller's id is kept when it is one (a proxy's, a client's); anything else is replaced,
         # so a header cannot forge log lines or grow the column.
-        request_id = incoming if incoming and is_sane_request_id(incoming) else uuid.uuid4().hex
+        request_id = incoming if incoming and is_sane_request_id(incoming) else os.urandom(16).hex()
         token = request_id_bind(request_id)
         try:
             response = self.get_response(request)
