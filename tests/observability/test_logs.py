@@ -216,3 +216,14 @@ def test_no_password_or_token_is_logged(client, captured, settings):
     assert len(lines(captured, "observability.request")) == 3
     assert token not in text
     assert password not in text
+
+
+@pytest.mark.django_db
+def test_operators_find_a_request_s_audit_entries_by_its_id(admin_client_logged_in, actor):
+    with request_id_bound("find-me-42"):
+        services.user_create(actor=actor, user_name="found@example.com")
+    services.user_create(actor=actor, user_name="other@example.com")
+    page = admin_client_logged_in.get("/admin/directory/auditentry/", {"q": "find-me-42"})
+    assert page.status_code == HTTPStatus.OK
+    assert "found@example.com" in page.content.decode()
+    assert "other@example.com" not in page.content.decode()
