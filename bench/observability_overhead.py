@@ -61,15 +61,16 @@ def main() -> None:
     def per_call(call: object) -> float:
         best = float("inf")
         for _ in range(args.repeat):
-            started = time.perf_counter()
+            # CPU time of this process: on a shared machine, far steadier than wall time.
+            started = time.process_time()
             for _ in range(args.n):
                 call(request)  # type: ignore[operator]
-            best = min(best, (time.perf_counter() - started) / args.n)
+            best = min(best, (time.process_time() - started) / args.n)
         return best
 
     overhead = per_call(middleware) - per_call(bare)
     mode = "multiprocess files" if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else "in memory"
-    print(f"metrics {mode}, LOG_LEVEL={args.log_level}: {overhead * 1e6:.1f} µs per request")
+    print(f"metrics {mode}, LOG_LEVEL={args.log_level}: {overhead * 1e6:.1f} µs of CPU per request")
 
 
 if __name__ == "__main__":

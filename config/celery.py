@@ -29,11 +29,14 @@ def _prepare_worker(**_: object) -> None:
 
 
 @setup_logging.connect
-def _log_as_django_does(**_: object) -> None:
+def _log_as_django_does(loglevel: int | str | None = None, **_: object) -> None:
     """Workers and beat log through Django's LOGGING: the same JSON lines (with request ids) as the web.
 
-    With a receiver here Celery leaves logging alone, so LOG_LEVEL sets the level (not --loglevel).
+    With a receiver here Celery leaves logging alone. The level is LOG_LEVEL when it is set, else the
+    command's --loglevel, as Celery users expect.
     """
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
+    if not os.environ.get("LOG_LEVEL") and loglevel:
+        logging.getLogger().setLevel(loglevel)

@@ -43,7 +43,10 @@ _TRIGGERS = ("bearer", "basic", "pass", "secret", "token", "api_key", "authoriza
 def redact(text: str) -> str:
     """`text` with anything that looks like a credential replaced."""
     lowered = text.lower()
-    if not any(trigger in lowered for trigger in _TRIGGERS):
+    for trigger in _TRIGGERS:
+        if trigger in lowered:
+            break
+    else:
         return text
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)

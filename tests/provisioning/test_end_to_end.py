@@ -56,14 +56,15 @@ def _broker_url() -> str:
     return os.environ.get("TEST_CELERY_BROKER_URL") or os.environ["TEST_REDIS_URL"]
 
 
-def _stop(process: subprocess.Popen[str], name: str) -> None:
+def _stop(process: subprocess.Popen[str], name: str, log: Path) -> None:
     process.terminate()
     try:
-        output, _ = process.communicate(timeout=20)
+        process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-        output, _ = process.communicate()
-    print(f"----- {name} -----\n{output[-20000:] if output else ''}")
+        process.wait()
+    output = log.read_text() if log.exists() else ""
+    print(f"----- {name} -----\n{output[-20000:]}")
 
 
 @pytest.fixture
@@ -113,14 +114,16 @@ def worker(transactional_db, tmp_path, monkeypatch) -> Iterator[None]:  # type: 
         ],
         cwd=BASE_DIR,
         env=env,
-        stdout=subprocess.PIPE,
+        # A file, not a pipe: nobody reads a pipe until the end, and a full one blocks the writer.
+        stdout=(log := (tmp_path / "worker.log").open("w")),
         stderr=subprocess.STDOUT,
         text=True,
     )
+    log.close()
     try:
         yield
     finally:
-        _stop(process, "celery worker")
+        _stop(process, "celery worker", tmp_path / "worker.log")
 
 
 @pytest.fixture
@@ -130,7 +133,7 @@ def scim2_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def second_instance(transactional_db) -> Iterator[tuple[str, str]]:  # type: ignore[no-untyped-def]
+def second_instance(transactional_db, tmp_path) -> Iterator[tuple[str, str]]:  # type: ignore[no-untyped-def]
     """This project again, on its own database and port; yields (SCIM base URL, bearer token)."""
     name = f"{connection.settings_dict['NAME']}_downstream"
     admin_url = _database_url("postgres")
@@ -163,15 +166,16 @@ def second_instance(transactional_db) -> Iterator[tuple[str, str]]:  # type: ign
         [*manage, "runserver", f"127.0.0.1:{port}", "--noreload", "--nothreading"],
         cwd=BASE_DIR,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=(log := (tmp_path / "second-instance.log").open("w")),
         stderr=subprocess.STDOUT,
         text=True,
     )
+    log.close()
     try:
         wait_for_port(port, process)
         yield f"http://127.0.0.1:{port}/scim/v2", token
     finally:
-        _stop(process, "second instance")
+        _stop(process, "second instance", tmp_path / "second-instance.log")
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
