@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "directory",
     "scim_api",
     "provisioning",
+    "dashboard",
     "observability",
 ]
 
@@ -61,6 +62,8 @@ MIDDLEWARE = [
     # First: the request id is bound (and the request timed) around everything else.
     "observability.middleware.RequestObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web process itself (no separate file server): see STORAGES below.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "config.middleware.BrowserCsrfViewMiddleware",
@@ -68,6 +71,10 @@ MIDDLEWARE = [
     "config.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# security.W003 looks for django.middleware.csrf.CsrfViewMiddleware by name; BrowserCsrfViewMiddleware
+# is that class, skipped only for the bearer-token APIs (/scim/, /oauth/), whose views are CSRF-exempt.
+SILENCED_SYSTEM_CHECKS = ["security.W003"]
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -203,6 +210,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("PROVISIONING_RUNS_TICK_INTERVAL", 60.0, minimum=1.0),
         "options": {"expires": 50},
     },
+    # The dashboard's queue-depth history: one sample per target a minute, old ones purged.
+    "sample-targets": {
+        "task": "provisioning.tasks.sample_targets",
+        "schedule": 60.0,
+        "options": {"expires": 50},
+    },
     "purge-provisioning-runs": {
         "task": "provisioning.tasks.purge_provisioning_runs",
         "schedule": 3600.0,
@@ -242,6 +255,14 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.ScryptPasswordHasher",
 ]
 
+# Admin sign-in throttling (config.admin_login): failed attempts per username and per client address
+# within a window of this many seconds, counted in the cache (shared through Redis when REDIS_URL is set).
+ADMIN_LOGIN_WINDOW = env_int("ADMIN_LOGIN_WINDOW", 900, minimum=1)
+ADMIN_LOGIN_MAX_FAILURES_PER_USER = env_int("ADMIN_LOGIN_MAX_FAILURES_PER_USER", 5, minimum=1)
+ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1)
+# Reverse proxies in front of the web processes that append to X-Forwarded-For (0: use REMOTE_ADDR).
+ADMIN_LOGIN_TRUSTED_PROXIES = env_int("ADMIN_LOGIN_TRUSTED_PROXIES", 0, minimum=0)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
@@ -257,15 +278,46 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# `manage.py collectstatic` copies the admin's files here; WhiteNoise serves them from the web process
+# (compressed, with far-future caching for the hashed names of the manifest storage).
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or VAR_DIR / "static")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        # The manifest (content-hashed names) needs collectstatic to have run before the web process
+        # starts, as every deployment does; off by default so a process started without it still runs.
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if env_bool("STATIC_MANIFEST", False)
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
 
 # --- Security ---------------------------------------------------------------
 
+# Production values come from the environment (docs/deploy.md, docs/production.env); with them,
+# `manage.py check --deploy --fail-level WARNING` passes (tests/test_deploy.py).
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600, minimum=60)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Off by default: benchmarks and tests serve plain HTTP on loopback with DEBUG off. Production turns it on.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Probes reach a web process directly over HTTP, inside the network, and must not be redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Sent on HTTPS responses only (browsers ignore it over HTTP). A year once production is stable.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Behind a reverse proxy that terminates TLS: trust its X-Forwarded-Proto to tell HTTPS requests apart.
+# Only when the proxy always sets (overwrites) the header, or any client could claim HTTPS.
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Apps ---------------------------------------------------------------------
 
@@ -312,6 +364,7 @@ PROVISIONING = {
     "BATCH_SIZE": env_int("PROVISIONING_BATCH_SIZE", 50, minimum=1, maximum=500),
     "LOG_RETENTION_DAYS": env_int("PROVISIONING_LOG_RETENTION_DAYS", 30, minimum=1),
     "RUN_RETENTION_DAYS": env_int("PROVISIONING_RUN_RETENTION_DAYS", 90, minimum=1),
+    "SAMPLE_RETENTION_DAYS": env_int("PROVISIONING_SAMPLE_RETENTION_DAYS", 8, minimum=8),
     "FULL_SYNC_PAGE_SIZE": env_int("PROVISIONING_FULL_SYNC_PAGE_SIZE", 1000, minimum=1),
     "RECONCILE_PAGE_SIZE": env_int("PROVISIONING_RECONCILE_PAGE_SIZE", 100, minimum=1),
 }

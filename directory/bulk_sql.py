@@ -167,3 +167,94 @@ def update_fields(obj: models.Model, names: Sequence[str]) -> None:
     statement, readers = _update_statement(type(obj), names)
     with connection.cursor() as cursor:
         cursor.execute(statement, [read(obj) for read in readers])
+
+
+# --- one statement: a write and the rows that record it ------------------------------
+#
+# A write of the directory is a row change plus its change event and audit entry
+# (the outbox). Sent one by one inside BEGIN ... COMMIT, that is five or more round
+# trips, each costing the web process and the database more than the work itself.
+# On PostgreSQL the rows can travel as one statement instead: data-modifying CTEs
+# whose inserts select from the main write's RETURNING, so they happen exactly when
+# the write does. One statement is atomic by itself, so outside a transaction it
+# needs no BEGIN or COMMIT either.
+
+# A part of such a statement: (CTE name, SQL, parameters).
+Part = tuple[str, str, list[Any]]
+
+
+def _cast(field: "models.Field[Any, Any]") -> str:
+    # Text is cast as unbounded: assigning it to the varchar(n) column still checks
+    # the length, where a cast to varchar(n) would silently cut it.
+    if isinstance(field, models.CharField | models.TextField):
+        return "text"
+    return str(field.db_type(connection))
+
+
+def returning_insert(obj: models.Model) -> tuple[str, list[Any]]:
+    """INSERT of a new object's row ... RETURNING 1, as a part of a statement."""
+    plan = _plan(type(obj))
+    for field in plan.fields:
+        field.pre_save(obj, add=True)
+    return f"{plan.insert} RETURNING 1", [read(obj) for read in plan.readers]
+
+
+def returning_update(obj: models.Model, names: Sequence[str], *, version: int) -> tuple[str, list[Any]]:
+    """UPDATE of the columns `names` of `obj`'s row while its version is still `version`, RETURNING 1."""
+    names = tuple(dict.fromkeys(names))
+    for name in names:
+        obj._meta.get_field(name).pre_save(obj, add=False)  # type: ignore[union-attr]
+    statement, readers = _update_statement(type(obj), names)
+    return f"{statement} AND version = %s RETURNING 1", [*(read(obj) for read in readers), version]
+
+
+def insert_per_row(
+    obj: models.Model, *, source: str, computed: Mapping[str, str] | None = None
+) -> tuple[str, list[Any]]:
+    """INSERT of `obj`'s row once per row that the CTE `source` returns.
+
+    Columns named in `computed` (attnames) take that SQL expression, which may
+    read `source`'s columns, instead of the object's value.
+    """
+    computed = computed or {}
+    plan = _plan(type(obj))
+    for field in plan.fields:
+        field.pre_save(obj, add=True)
+    expressions: list[str] = []
+    params: list[Any] = []
+    for field, read in zip(plan.fields, plan.readers, strict=True):
+        if field.attname in computed:
+            expressions.append(computed[field.attname])
+        else:
+            expressions.append(f"%s::{_cast(field)}")
+            params.append(read(obj))
+    table = connection.ops.quote_name(type(obj)._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in plan.fields)
+    return f"INSERT INTO {table} ({columns}) SELECT {', '.join(expressions)} FROM {source}", params
+
+
+def run_together(
+    parts: Sequence[Part], select: str, select_params: Sequence[Any] = ()
+) -> list[tuple[Any, ...]]:
+    """Run the parts as the CTEs of one statement (PostgreSQL) whose result is `select`."""
+    ctes = ", ".join(f"{name} AS ({sql})" for name, sql, _ in parts)
+    params = [param for _, _, part_params in parts for param in part_params] + list(select_params)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {ctes} {select}", params)
+        return cursor.fetchall()
+
+
+def write_with_records(write: tuple[str, list[Any]], records: Sequence[models.Model]) -> bool:
+    """Run `write` (returning_insert or returning_update) and insert `records` only if it wrote its row.
+
+    One statement, one round trip. Returns whether the row was written (an
+    update whose version no longer matched writes nothing, records included).
+    """
+    parts: list[Part] = [("written", *write)]
+    for position, record in enumerate(records):
+        parts.append((f"record_{position}", *insert_per_row(record, source="written")))
+    (row,) = run_together(parts, "SELECT count(*) FROM written")
+    for record in records:
+        record._state.adding = False
+        record._state.db = connection.alias
+    return bool(row[0])

@@ -28,6 +28,6 @@ class MembershipCycle(InvalidValue):
 class VersionMismatch(DirectoryError):
     """The caller's expected version is not the current one (a stale If-Match)."""
 
-    def __init__(self, message: str, *, current_version: int) -> None:
+    def __init__(self, message: str, *, current_version: int | None) -> None:
         super().__init__(message)
         self.current_version = current_version

@@ -14,7 +14,8 @@ from typing import Literal
 from django.db import connection
 from django.utils import timezone
 
-from directory.models import Group, Membership, User
+from directory import bulk_sql
+from directory.models import AuditEntry, ChangeEvent, Group, Membership, User
 
 MemberColumn = Literal["member_user_id", "member_group_id"]
 
@@ -143,3 +144,91 @@ def user_memberships(*, user_ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, 
             [_prep(user) for user in user_ids],
         )
         return [(_to_uuid(u), _to_uuid(g), name, bool(direct)) for u, g, name, direct in cursor.fetchall()]
+
+
+def change_members_recorded(
+    *,
+    group: Group,
+    user_ids: Sequence[uuid.UUID],
+    group_ids: Sequence[uuid.UUID] = (),
+    add: bool,
+    event: ChangeEvent,
+    audit: AuditEntry,
+) -> tuple[list[uuid.UUID], int | None, bool]:
+    """Add users to `group` or remove members from it, bump its version and record it: one statement.
+
+    PostgreSQL only (see bulk_sql's "one statement"); ids without repeats. Adding
+    takes users only (nesting a group needs its cycle check) and writes nothing
+    unless every id is a user. Only the members actually added (or removed) get a
+    change event (`event`, one per member, with the new version and the member's
+    type) and are listed in the audit entry (`audit`, whose `changes` this fills
+    in); when nothing changed, nothing is written. Returns the members changed,
+    the group's new version (None when nothing changed) and whether the group
+    still exists.
+    """
+    if add and group_ids:
+        raise ValueError("Nesting groups is not done in one statement")
+    table, users, groups = Membership._meta.db_table, User._meta.db_table, Group._meta.db_table
+    now = timezone.now()
+    if add:
+        # All or nothing: when an id is no user the statement writes nothing, and the
+        # caller reports the error (one statement has no transaction to roll back).
+        change = (
+            f"INSERT INTO {table} (group_id, member_user_id, created) "
+            f"SELECT %s, member.id, %s FROM {users} member WHERE member.id = ANY(%s::uuid[]) "
+            f"AND (SELECT count(*) FROM {users} WHERE id = ANY(%s::uuid[])) = %s "
+            f"ON CONFLICT DO NOTHING RETURNING member_user_id, member_group_id"
+        )
+        change_params: list[object] = [group.pk, now, list(user_ids), list(user_ids), len(user_ids)]
+    else:
+        change = (
+            f"DELETE FROM {table} WHERE group_id = %s "
+            f"AND (member_user_id = ANY(%s::uuid[]) OR member_group_id = ANY(%s::uuid[])) "
+            f"RETURNING member_user_id, member_group_id"
+        )
+        change_params = [group.pk, list(user_ids), list(group_ids)]
+    bump = (
+        f"UPDATE {groups} SET version = version + 1, last_modified = %s "
+        f"WHERE id = %s AND EXISTS (SELECT 1 FROM changed) RETURNING version"
+    )
+    verb = "added" if add else "removed"
+    user_type, group_type = ChangeEvent.ObjectType.USER.value, ChangeEvent.ObjectType.GROUP.value
+    parts: list[bulk_sql.Part] = [
+        ("changed", change, change_params),
+        ("bumped", bump, [now, group.pk]),
+        (
+            "events",
+            *bulk_sql.insert_per_row(
+                event,
+                source="bumped, changed",
+                computed={
+                    "version": "bumped.version",
+                    "member_type": f"CASE WHEN changed.member_user_id IS NULL "
+                    f"THEN '{group_type}' ELSE '{user_type}' END",
+                    "member_id": "coalesce(changed.member_user_id, changed.member_group_id)",
+                },
+            ),
+        ),
+        (
+            "audit",
+            *bulk_sql.insert_per_row(
+                audit,
+                source="bumped",
+                # As _record_membership lists them: a key only for a kind of member that changed.
+                computed={
+                    "changes": f"jsonb_strip_nulls(jsonb_build_object("
+                    f"'users_{verb}', (SELECT jsonb_agg(member_user_id::text) FROM changed "
+                    f"WHERE member_user_id IS NOT NULL), "
+                    f"'groups_{verb}', (SELECT jsonb_agg(member_group_id::text) FROM changed "
+                    f"WHERE member_group_id IS NOT NULL)))"
+                },
+            ),
+        ),
+    ]
+    ((changed, version, exists),) = bulk_sql.run_together(
+        parts,
+        f"SELECT ARRAY(SELECT coalesce(member_user_id, member_group_id) FROM changed), "
+        f"(SELECT version FROM bumped), EXISTS (SELECT 1 FROM {groups} WHERE id = %s)",
+        [group.pk],
+    )
+    return [_to_uuid(member) for member in changed], version, exists

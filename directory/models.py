@@ -321,6 +321,12 @@ class AuditEntry(models.Model):
         USER = "user"
         GROUP = "group"
         SCHEMA = "schema", "extension schema"
+        # Operator actions outside the directory's own objects (directory.services.operator_event_record):
+        # sign-ins, and admin writes to other apps' models, named by their model name.
+        OPERATOR = "operator", "operator sign-in"
+        TARGET = "target", "provisioning target"
+        SCIM_CLIENT = "scimclient", "SCIM client"
+        INBOUND_SOURCE = "inboundsource", "inbound source"
 
     id = models.BigAutoField(primary_key=True)
     created = models.DateTimeField(default=now)
@@ -328,8 +334,11 @@ class AuditEntry(models.Model):
     actor_id = models.CharField(max_length=64, blank=True, default="")
     actor_name = models.CharField(max_length=255, blank=True, default="")
     action = models.CharField(max_length=32)
-    object_type = models.CharField(max_length=16, choices=ObjectType.choices)
-    object_id = models.UUIDField()
+    object_type = models.CharField(max_length=32, choices=ObjectType.choices)
+    # Users, groups and schemas; objects keyed otherwise (a target's number, a username) use object_key.
+    object_id = models.UUIDField(null=True, blank=True)
+    # db_default too: directory.extensions inserts audit rows with SQL that names its columns.
+    object_key = models.CharField(max_length=64, blank=True, default="", db_default="")
     object_repr = models.CharField(max_length=255, blank=True, default="")
     # {"field": [old, new]} for updates; {"members_added": [...]} for memberships.
     changes = models.JSONField(default=dict, blank=True)

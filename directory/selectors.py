@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from directory import membership_sql
@@ -203,6 +203,11 @@ def user_get(*, user_id: uuid.UUID | str, for_update: bool = False, with_groups:
     if not found:
         raise ObjectNotFound(f"User {user_id} not found")
     return found[0]
+
+
+def user_counts() -> dict[str, int]:
+    """{"total", "active"}: every user, and those active (one query)."""
+    return User.objects.aggregate(total=Count("id"), active=Count("id", filter=Q(active=True)))
 
 
 def user_groups(*, user_id: uuid.UUID) -> QuerySet[Group]:

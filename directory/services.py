@@ -6,9 +6,11 @@ raises only directory.exceptions errors. A write that changes nothing writes
 nothing, so repeating a request is harmless.
 """
 
+import copy
 import functools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import timedelta
@@ -158,9 +160,8 @@ def _object_type(obj: User | Group) -> ChangeEvent.ObjectType:
     return ChangeEvent.ObjectType.USER if isinstance(obj, User) else ChangeEvent.ObjectType.GROUP
 
 
-def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]) -> AuditEntry:
-    changes = _redact_extensions(_object_type(obj), changes)
-    entry = AuditEntry(
+def _audit_row(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(
         actor_type=actor.type,
         actor_id=actor.id,
         actor_name=actor.name,
@@ -168,14 +169,27 @@ def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]
         object_type=_object_type(obj),
         object_id=obj.pk,
         object_repr=str(obj)[:255],
-        changes=changes,
+        changes=_redact_extensions(_object_type(obj), changes),
     )
+
+
+def _audit(actor: Actor, action: str, obj: User | Group, changes: dict[str, Any]) -> AuditEntry:
+    entry = _audit_row(actor, action, obj, changes)
     bulk_sql.insert_many(AuditEntry, [entry])
     return entry
 
 
 def _event(obj: User | Group, kind: ChangeEvent.Kind) -> None:
     bulk_sql.insert_many(ChangeEvent, [ChangeEvent(**_event_fields(obj, kind))])
+
+
+def _in_one_statement() -> bool:
+    """Whether a write and its records go to the database as one statement (see bulk_sql).
+
+    Not inside a caller's transaction: there a service keeps its own savepoint, so
+    that a conflict it raises leaves the caller's transaction usable.
+    """
+    return connection.vendor == "postgresql" and not connection.in_atomic_block
 
 
 def _redact_extensions(resource_type: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -222,13 +236,20 @@ def _save_unique(
     savepoint either: the conflict ends the service, whose transaction rolls back
     (to its own savepoint when it runs inside a caller's transaction).
     """
-    try:
+    with _uniqueness_as_conflict(obj, field=field, label=label):
         if obj._state.adding:
             bulk_sql.insert_many(type(obj), [obj])
         elif update_fields is not None:
             bulk_sql.update_fields(obj, update_fields)
         else:
             obj.save()
+
+
+@contextmanager
+def _uniqueness_as_conflict(obj: User | Group, *, field: str, label: str) -> Iterator[None]:
+    """A unique index violated by writing `obj` is UniquenessConflict (or the extension attribute's)."""
+    try:
+        yield
     except IntegrityError as exc:
         conflict = extensions.conflict_from(exc)
         if conflict is not None:
@@ -299,17 +320,18 @@ def _current_values(user: User, kinds: Iterable[str]) -> dict[str, list[dict[str
     return current
 
 
+def _value_rows(user: User, values: dict[str, list[dict[str, Any]]]) -> list[UserValue]:
+    return [
+        UserValue(user=user, kind=kind, position=position, **entry)
+        for kind, items in values.items()
+        for position, entry in enumerate(items)
+    ]
+
+
 def _write_values(user: User, values: dict[str, list[dict[str, Any]]], *, replace: bool) -> None:
     if replace:
         UserValue.objects.filter(user=user, kind__in=list(values)).delete()
-    bulk_sql.insert_many(
-        UserValue,
-        [
-            UserValue(user=user, kind=kind, position=position, **entry)
-            for kind, items in values.items()
-            for position, entry in enumerate(items)
-        ],
-    )
+    bulk_sql.insert_many(UserValue, _value_rows(user, values))
 
 
 # --- users ---------------------------------------------------------------------
@@ -330,7 +352,6 @@ def _check_manager(manager_id: Any, *, user_id: uuid.UUID | None) -> None:
         raise InvalidValue(f"Manager {manager_id} does not exist", field="manager_id")
 
 
-@transaction.atomic
 def user_create(
     *,
     actor: Actor,
@@ -343,10 +364,22 @@ def user_create(
     user, clean_values, changes = _prepare_user(user_name, password, values, attributes)
     _check_manager(user.manager_id, user_id=None)
     extensions.check_unique("user", user.extensions, current=None, exclude=None)
-    _save_unique(user, field="user_name", label="userName")
-    _write_values(user, clean_values, replace=False)
-    _event(user, ChangeEvent.Kind.CREATED)
-    _audit(actor, "create", user, changes)
+    if _in_one_statement():
+        records = [
+            *_value_rows(user, clean_values),
+            ChangeEvent(**_event_fields(user, ChangeEvent.Kind.CREATED)),
+            _audit_row(actor, "create", user, changes),
+        ]
+        with _uniqueness_as_conflict(user, field="user_name", label="userName"):
+            bulk_sql.write_with_records(bulk_sql.returning_insert(user), records)
+        user._state.adding = False
+        user._state.db = connection.alias
+        return user
+    with transaction.atomic():
+        _save_unique(user, field="user_name", label="userName")
+        _write_values(user, clean_values, replace=False)
+        _event(user, ChangeEvent.Kind.CREATED)
+        _audit(actor, "create", user, changes)
     return user
 
 
@@ -482,7 +515,6 @@ def _taken_user_names(names: list[str]) -> set[str]:
     return taken
 
 
-@transaction.atomic
 def user_update(
     *,
     actor: Actor,
@@ -490,17 +522,42 @@ def user_update(
     expected_version: int | None = None,
     password: str | None = _UNSET,
     values: MultiValues | None = None,
+    read: User | None = None,
     **changes: Any,
 ) -> User:
     """Change some attributes of a user. `values` replaces the listed multi-valued attributes whole.
 
     Deactivation and reactivation are recorded as their own event kinds, so
     provisioning can tell a leaver from an edit.
+
+    `read` is the user as the caller read it, without a lock, at `expected_version`
+    (a read-modify-write such as a SCIM PATCH). Then a change that replaces no
+    multi-valued attribute takes no lock: it is written only if the user is still at
+    that version (VersionMismatch otherwise, nothing written), as one statement with
+    its change event and audit entry.
     """
     _check_fields(changes, USER_FIELDS, "User")
     changes = _check_types(User, changes)
-    user = _lock_user(user_id)
-    _check_version(user, expected_version)
+    if read is not None and not values and _in_one_statement():
+        if read.pk != user_id or read.version != expected_version:
+            raise ValueError("`read` must be the user at `expected_version`")
+        return _user_update(actor, copy.copy(read), changes, password, {}, unlocked=True)
+    with transaction.atomic():
+        user = _lock_user(user_id)
+        _check_version(user, expected_version)
+        return _user_update(actor, user, changes, password, values or {}, unlocked=False)
+
+
+def _user_update(
+    actor: Actor,
+    user: User,
+    changes: dict[str, Any],
+    password: str | None,
+    values: MultiValues,
+    *,
+    unlocked: bool,
+) -> User:
+    """user_update on `user` as read: under its row lock, or (`unlocked`) guarded by its version."""
     if "extensions" in changes:
         changes["extensions"] = extensions.clean("user", changes["extensions"], current=user.extensions)
 
@@ -516,7 +573,7 @@ def user_update(
     if "extensions" in diff:
         extensions.check_unique("user", changes["extensions"], current=user.extensions, exclude=user.pk)
 
-    clean_values = normalise_values(values or {})
+    clean_values = normalise_values(values)
     if clean_values:
         current = _current_values(user, clean_values)
         for kind, items in clean_values.items():
@@ -528,30 +585,41 @@ def user_update(
     if not diff:
         return user
 
+    read_version = user.version
     for field in changes:
         setattr(user, field, changes[field])
     if password is not _UNSET:
         user.password = make_password(password) if password else ""
     user.version += 1
     user.last_modified = timezone.now()
-    changed_fields = [field for field in changes if field in diff]
-    _save_unique(
-        user,
-        field="user_name",
-        label="userName",
-        update_fields=[*changed_fields, "version", "last_modified"]
-        + (["password"] if password is not _UNSET else []),
-    )
-    changed_kinds = {kind: items for kind, items in clean_values.items() if kind in diff}
-    if changed_kinds:
-        _write_values(user, changed_kinds, replace=True)
-
+    update_fields = [field for field in changes if field in diff] + ["version", "last_modified"]
+    if password is not _UNSET:
+        update_fields.append("password")
     if "active" in diff:
         kind = ChangeEvent.Kind.ACTIVATED if user.active else ChangeEvent.Kind.DEACTIVATED
     else:
         kind = ChangeEvent.Kind.UPDATED
+    action = {"activated": "activate", "deactivated": "deactivate"}.get(kind, "update")
+
+    if unlocked:
+        records = [ChangeEvent(**_event_fields(user, kind)), _audit_row(actor, action, user, diff)]
+        with _uniqueness_as_conflict(user, field="user_name", label="userName"):
+            written = bulk_sql.write_with_records(
+                bulk_sql.returning_update(user, update_fields, version=read_version), records
+            )
+        if not written:
+            raise VersionMismatch(
+                f"User {user.pk} was changed or deleted since it was read at version {read_version}",
+                current_version=None,
+            )
+        return user
+
+    _save_unique(user, field="user_name", label="userName", update_fields=update_fields)
+    changed_kinds = {kind: items for kind, items in clean_values.items() if kind in diff}
+    if changed_kinds:
+        _write_values(user, changed_kinds, replace=True)
     _event(user, kind)
-    _audit(actor, {"activated": "activate", "deactivated": "deactivate"}.get(kind, "update"), user, diff)
+    _audit(actor, action, user, diff)
     return user
 
 
@@ -803,7 +871,6 @@ def _record_membership(
     _audit(actor, "member_add" if added else "member_remove", group, changes)
 
 
-@transaction.atomic
 def membership_add(
     *,
     actor: Actor,
@@ -811,20 +878,65 @@ def membership_add(
     user_ids: Sequence[uuid.UUID] = (),
     group_ids: Sequence[uuid.UUID] = (),
     expected_version: int | None = None,
+    read: Group | None = None,
 ) -> int:
     """Add users and/or groups to a group; members already there are left alone.
 
     Costs the same handful of statements whatever the group's size: the
     group's members are never loaded. Returns how many were actually added.
+    With `read` (the group as the caller read it), adding users only needs no lock
+    and is one statement (see _members_in_one_statement).
     """
-    group = _lock_group(group_id)
-    _check_version(group, expected_version)
-    if group_ids:
-        _lock_nesting()
-    return _add_members(actor, group, user_ids, group_ids)
+    if read is not None and not group_ids and expected_version is None and _in_one_statement():
+        return _members_in_one_statement(actor, read, group_id, user_ids, add=True)
+    with transaction.atomic():
+        group = _lock_group(group_id)
+        _check_version(group, expected_version)
+        if group_ids:
+            _lock_nesting()
+        return _add_members(actor, group, user_ids, group_ids)
 
 
-@transaction.atomic
+def _members_in_one_statement(
+    actor: Actor,
+    read: Group,
+    group_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    group_ids: Sequence[uuid.UUID] = (),
+    *,
+    add: bool,
+) -> int:
+    """Add users, or remove members, as one statement with its records (membership_sql).
+
+    Adding and removing members commute, so unlike a change of the group's own
+    attributes they need no version read first and no lock held across round
+    trips: the statement bumps whatever version the group is at and records that
+    one. Nesting a group is not done this way: its cycle check needs the lock.
+    """
+    if read.pk != group_id:
+        raise ValueError("`read` must be the group `group_id`")
+    users, groups = _unique(user_ids), _unique(group_ids)
+    if not users and not groups:
+        return 0
+    kind = ChangeEvent.Kind.MEMBER_ADDED if add else ChangeEvent.Kind.MEMBER_REMOVED
+    event = ChangeEvent(**_event_fields(read, kind))
+    audit = _audit_row(actor, "member_add" if add else "member_remove", read, {})
+    try:
+        changed, _, exists = membership_sql.change_members_recorded(
+            group=read, user_ids=users, group_ids=groups, add=add, event=event, audit=audit
+        )
+    except IntegrityError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == "23503":  # the group is gone: no FK target
+            raise ObjectNotFound(f"Group {group_id} not found") from None
+        raise
+    if not exists:
+        raise ObjectNotFound(f"Group {group_id} not found")
+    if add and len(changed) < len(users):
+        # Members already there are skipped; an id that is no user wrote nothing at all.
+        _check_missing([member for member in users if member not in set(changed)], [])
+    return len(changed)
+
+
 def membership_remove(
     *,
     actor: Actor,
@@ -832,11 +944,26 @@ def membership_remove(
     user_ids: Sequence[uuid.UUID] = (),
     group_ids: Sequence[uuid.UUID] = (),
     expected_version: int | None = None,
+    read: Group | None = None,
 ) -> int:
     """Remove users and/or groups from a group; ids that are not members are ignored.
 
-    Returns how many were actually removed.
+    Returns how many were actually removed. With `read` it is one statement, as
+    adding users is for membership_add.
     """
+    if read is not None and expected_version is None and _in_one_statement():
+        return _members_in_one_statement(actor, read, group_id, user_ids, group_ids, add=False)
+    with transaction.atomic():
+        return _remove_members(actor, group_id, user_ids, group_ids, expected_version)
+
+
+def _remove_members(
+    actor: Actor,
+    group_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    group_ids: Sequence[uuid.UUID],
+    expected_version: int | None,
+) -> int:
     group = _lock_group(group_id)
     _check_version(group, expected_version)
     removed_users = membership_sql.delete_members(
@@ -933,6 +1060,29 @@ def _audit_schema(actor: Actor, action: str, schema: ExtensionSchema, changes: d
         object_id=schema.pk,
         object_repr=schema.urn[:255],
         changes=changes,
+    )
+
+
+def operator_event_record(
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str,
+    object_key: str,
+    object_repr: str,
+    changes: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """An audit entry for an operator action that no directory write records: a sign-in, or an admin
+    change to a target, a SCIM client, an inbound source and the like (their own apps call this)."""
+    return AuditEntry.objects.create(
+        actor_type=actor.type,
+        actor_id=actor.id,
+        actor_name=actor.name[:255],
+        action=action[:32],
+        object_type=object_type[:32],
+        object_key=object_key[:64],
+        object_repr=object_repr[:255],
+        changes=changes or {},
     )
 
 

@@ -19,6 +19,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from directory.admin_audit import OperatorAuditMixin
 from directory.models import Group, User
 from provisioning import admin_pages, queue, tasks
 from provisioning.configuration import mapping_check, mapping_delete, mapping_save, mappings_seed_default
@@ -63,7 +64,7 @@ SECRET_FIELDS = frozenset({"token", "password", "client_secret"})
 
 
 @admin.register(VendorProfile)
-class VendorProfileAdmin(admin.ModelAdmin):
+class VendorProfileAdmin(OperatorAuditMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "patch_style",
@@ -160,7 +161,7 @@ class ProvisionForm(forms.Form):
 
 
 @admin.register(Target)
-class TargetAdmin(admin.ModelAdmin):
+class TargetAdmin(OperatorAuditMixin, admin.ModelAdmin):
     form = TargetForm
     inlines = [TargetAssignmentInline]
     list_display = [
@@ -381,6 +382,9 @@ class TargetAdmin(admin.ModelAdmin):
                     )
                 except DeliveryBusy as exc:
                     form.add_error(None, str(exc))
+                else:
+                    if not form.cleaned_data["dry_run"]:
+                        self.log_change(request, target, f"Provisioned {found[0]} {found[1]} on demand.")
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -393,16 +397,19 @@ class TargetAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/provisioning/target/provision.html", context)
 
-    @admin.action(description="Full sync: queue every object in scope (a worker queues it, resumably)")
+    @admin.action(
+        description="Full sync: queue every object in scope (a worker queues it, resumably)",
+        permissions=["change"],
+    )
     def full_sync(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         for target in queryset:
             run, resumed = sync_run_start(target=target, trigger=f"admin: {request.user}")
             run_id = str(run.pk)
             transaction.on_commit(lambda run_id=run_id: tasks.full_sync_continue.delay(run_id), robust=True)
             verb = "resumed" if resumed else "started"
-            self.message_user(request, f"{target.name}: full sync run {run.pk} {verb}")
+            self._audit(request, target, f"Full sync run {run.pk} {verb}.")
 
-    @admin.action(description="Reconcile now (per each target's reconcile policy)")
+    @admin.action(description="Reconcile now (per each target's reconcile policy)", permissions=["change"])
     def reconcile_now(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         for target in queryset:
             try:
@@ -412,44 +419,53 @@ class TargetAdmin(admin.ModelAdmin):
                 continue
             run_id = str(run.pk)
             transaction.on_commit(lambda run_id=run_id: tasks.reconcile_target.delay(run_id), robust=True)
-            self.message_user(request, f"{target.name}: reconciliation {run.pk} started")
+            self._audit(request, target, f"Reconciliation {run.pk} started.")
 
-    @admin.action(description="Pause (queue changes, send nothing)")
+    @admin.action(description="Pause (queue changes, send nothing)", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         queryset.update(paused=True)
+        for target in queryset:
+            self._audit(request, target, "Paused.")
 
-    @admin.action(description="Resume (send what was queued)")
+    @admin.action(description="Resume (send what was queued)", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         queryset.update(paused=False)
         _resend(Delivery.objects.filter(target__in=queryset, state=Delivery.State.QUEUED))
+        for target in queryset:
+            self._audit(request, target, "Resumed.")
 
     def _act(self, request: HttpRequest, queryset: QuerySet[Target], action: str) -> None:
         for target in queryset:
             self._audit(request, target, admin_pages.run_action(action, target, request.user.get_username()))
 
-    @admin.action(description="Clear quarantine and retry now")
+    @admin.action(description="Clear quarantine and retry now", permissions=["change"])
     def clear_quarantine(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         self._act(request, queryset, "clear_quarantine")
 
-    @admin.action(description="Retry failed deliveries")
+    @admin.action(description="Retry failed deliveries", permissions=["change"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         self._act(request, queryset, "retry_failed")
 
-    @admin.action(description="Approve every held disable/delete")
+    @admin.action(description="Approve every held disable/delete", permissions=["change"])
     def approve_all_held(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         self._act(request, queryset, "approve_held")
 
-    @admin.action(description="Test connection")
+    @admin.action(description="Test connection", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         for target in queryset:
             checks = target_test_connection(target=target)
             failed = [f"{check.name}: {check.explanation}" for check in checks if check.status == "fail"]
+            # Not a write, but the checks use the target's credentials: the audit trail says who ran them.
+            self.log_change(request, target, f"Connection tested: {len(failed)} check(s) failed.")
             if failed:
                 messages.error(request, f"{target.name}: " + "; ".join(failed))
             else:
                 messages.success(request, f"{target.name}: every check passed")
 
-    @admin.action(description="Create mapping rows from the default mapping (where there are none)")
+    @admin.action(
+        description="Create mapping rows from the default mapping (where there are none)",
+        permissions=["change"],
+    )
     def seed_default_mappings(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         for target in queryset:
             created = mappings_seed_default(target=target)
@@ -498,7 +514,7 @@ class UUIDSearchMixin:
 
 
 @admin.register(TargetLink)
-class TargetLinkAdmin(UUIDSearchMixin, admin.ModelAdmin):
+class TargetLinkAdmin(OperatorAuditMixin, UUIDSearchMixin, admin.ModelAdmin):
     list_display = ["object_type", "object_id", "target", "remote_id", "updated"]
     list_filter = ["target", "object_type"]
     search_fields = ["remote_id"]
@@ -520,7 +536,7 @@ class TargetLinkAdmin(UUIDSearchMixin, admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(UUIDSearchMixin, admin.ModelAdmin):
+class DeliveryAdmin(OperatorAuditMixin, UUIDSearchMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "target",
@@ -545,7 +561,7 @@ class DeliveryAdmin(UUIDSearchMixin, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Retry now")
+    @admin.action(description="Retry now", permissions=["change"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         count = _resend(queryset.filter(state=Delivery.State.QUEUED))
         failed = list(queryset.filter(state=Delivery.State.FAILED))
@@ -558,11 +574,13 @@ class DeliveryAdmin(UUIDSearchMixin, admin.ModelAdmin):
                     priority=Delivery.Priority.CHANGE,
                 )
             )
+        for delivery in queryset:
+            self.log_change(request, delivery, "Retry now.")
         messages.info(request, f"{count} queued deliveries sent again, {len(failed)} failed ones queued anew")
 
 
 @admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(UUIDSearchMixin, admin.ModelAdmin):
+class DeliveryAttemptAdmin(OperatorAuditMixin, UUIDSearchMixin, admin.ModelAdmin):
     list_display = [
         "created",
         "target",
@@ -621,7 +639,7 @@ class AttributeMappingForm(forms.ModelForm):
 
 
 @admin.register(AttributeMapping)
-class AttributeMappingAdmin(admin.ModelAdmin):
+class AttributeMappingAdmin(OperatorAuditMixin, admin.ModelAdmin):
     """Single rows; the per-target mappings page edits a whole set with a preview."""
 
     form = AttributeMappingForm
@@ -646,7 +664,7 @@ class AttributeMappingAdmin(admin.ModelAdmin):
 
 
 @admin.register(HeldDelivery)
-class HeldDeliveryAdmin(UUIDSearchMixin, admin.ModelAdmin):
+class HeldDeliveryAdmin(OperatorAuditMixin, UUIDSearchMixin, admin.ModelAdmin):
     """Disables and deletes the deletion guard holds: approve (they go through) or reject (left as is)."""
 
     list_display = ["id", "target", "object_type", "object_id", "last_error", "updated"]
@@ -669,6 +687,11 @@ class HeldDeliveryAdmin(UUIDSearchMixin, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        # The pages are read-only (has_change_permission is False for everyone); approving or
+        # rejecting is what the model's change permission grants.
+        return request.user.has_perm("provisioning.change_helddelivery")
+
     def _decide(self, request: HttpRequest, queryset: QuerySet[HeldDelivery], approve: bool) -> None:
         selected = list(queryset.values_list("pk", "target_id"))
         ids = [pk for pk, _ in selected]
@@ -682,17 +705,19 @@ class HeldDeliveryAdmin(UUIDSearchMixin, admin.ModelAdmin):
             self.log_change(request, target, f"{verb} held deliveries {', '.join(map(str, mine))}")
         self.message_user(request, f"{verb} {count} held disable(s)/delete(s)")
 
-    @admin.action(description="Approve: send the selected disables/deletes")
+    @admin.action(description="Approve: send the selected disables/deletes", permissions=["decide"])
     def approve(self, request: HttpRequest, queryset: QuerySet[HeldDelivery]) -> None:
         self._decide(request, queryset, approve=True)
 
-    @admin.action(description="Reject: leave the selected objects as they are downstream")
+    @admin.action(
+        description="Reject: leave the selected objects as they are downstream", permissions=["decide"]
+    )
     def reject(self, request: HttpRequest, queryset: QuerySet[HeldDelivery]) -> None:
         self._decide(request, queryset, approve=False)
 
 
 @admin.register(ScopeExclusion)
-class ScopeExclusionAdmin(UUIDSearchMixin, admin.ModelAdmin):
+class ScopeExclusionAdmin(OperatorAuditMixin, UUIDSearchMixin, admin.ModelAdmin):
     """Objects a target's assignments cover but its scoping filters keep out, with the reason."""
 
     list_display = ["object_type", "object_id", "target", "reason", "since"]
@@ -703,7 +728,7 @@ class ScopeExclusionAdmin(UUIDSearchMixin, admin.ModelAdmin):
     readonly_fields = ["target", "object_type", "object_id", "reason", "since"]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(OperatorAuditMixin, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -712,7 +737,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(GuardGrant)
-class GuardGrantAdmin(UUIDSearchMixin, admin.ModelAdmin):
+class GuardGrantAdmin(OperatorAuditMixin, UUIDSearchMixin, admin.ModelAdmin):
     """Disables and deletes the deletion guard let through (or an operator approved)."""
 
     list_display = ["created", "target", "action", "object_type", "object_id", "approved_by", "run_id"]
@@ -755,20 +780,27 @@ class SyncRunAdmin(ReadOnlyAdmin):
     readonly_fields = [field.name for field in SyncRun._meta.fields] + ["log_link"]
     actions = ["refresh_counts", "cancel"]
 
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        # Runs are read-only records; refreshing or cancelling one takes the change permission.
+        return request.user.has_perm("provisioning.change_syncrun")
+
     @admin.display(description="provisioning log")
     def log_link(self, obj: SyncRun) -> str:
         url = reverse("admin:provisioning_deliveryattempt_changelist")
         return format_html('<a href="{}?run_id={}">This run\'s log entries</a>', url, obj.pk)
 
-    @admin.action(description="Count outcomes now")
+    @admin.action(description="Count outcomes now", permissions=["operate"])
     def refresh_counts(self, request: HttpRequest, queryset: QuerySet[SyncRun]) -> None:
         for run in queryset:
             sync_run_refresh(run=run)
 
-    @admin.action(description="Cancel (stop queuing; what is queued is still delivered)")
+    @admin.action(
+        description="Cancel (stop queuing; what is queued is still delivered)", permissions=["operate"]
+    )
     def cancel(self, request: HttpRequest, queryset: QuerySet[SyncRun]) -> None:
         for run in queryset:
             sync_run_cancel(run=run)
+            self.log_change(request, run, "Cancelled.")
 
 
 @admin.register(ReconciliationRun)

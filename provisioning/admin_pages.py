@@ -50,6 +50,8 @@ def _context(admin: ModelAdmin[Any], request: HttpRequest, target: Target, title
         "opts": admin.model._meta,
         "original": target,
         "title": title,
+        # Read-only operators (auditors) see the pages without the buttons their POST would refuse.
+        "can_change": admin.has_change_permission(request, target),
     }
 
 
@@ -285,7 +287,9 @@ def scoping_view(admin: ModelAdmin[Any], request: HttpRequest, target_id: int) -
 
 def test_connection_view(admin: ModelAdmin[Any], request: HttpRequest, target_id: int) -> HttpResponse:
     try:
-        target = _target(admin, request, target_id, change=False)
+        # Running the checks sends requests with the target's credentials: an operator who may only
+        # look at the target sees the page, not the button's effect.
+        target = _target(admin, request, target_id, change=request.method == "POST")
     except PermissionError:
         return HttpResponse(status=403)
     context = _context(admin, request, target, f"Test connection: {target.name}")

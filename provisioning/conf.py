@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     # at a time) and before it is quarantined (nothing sent until its next attempt).
     "DEGRADE_AFTER_FAILURES": 3,
     "QUARANTINE_AFTER_FAILURES": 30,
+    # Days of per-minute queue samples kept (the dashboard charts the last 7).
+    "SAMPLE_RETENTION_DAYS": 8,
 }
 
 

@@ -631,6 +631,36 @@ class GuardGrant(models.Model):
         return f"{self.action} {self.object_type} {self.object_id} on {self.target_id}"
 
 
+class TargetSample(models.Model):
+    """A target's queue at one minute: the history behind the dashboard's queue-depth charts.
+
+    Queue depth is a level, not an event, so nothing else records it over time.
+    provisioning.sampling writes one row per target a minute (beat) and purges
+    rows older than SAMPLE_RETENTION_DAYS.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="samples")
+    # Truncated to the minute: a second beat in the same minute adds nothing.
+    taken_at = models.DateTimeField()
+    # Deliveries queued or running, and those the deletion guard holds.
+    queued = models.PositiveIntegerField(default=0)
+    held = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "queue sample"
+        constraints = [
+            models.UniqueConstraint(fields=["target", "taken_at"], name="provisioning_sample_unique"),
+        ]
+        indexes = [
+            # The dashboard's chart query (every target over a window) and the purge by age.
+            models.Index(fields=["taken_at"], name="provisioning_sample_taken"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target_id} at {self.taken_at:%Y-%m-%d %H:%M}: {self.queued} queued, {self.held} held"
+
+
 class HeldDelivery(Delivery):
     """Deliveries the deletion guard holds, as their own list in the admin."""
 

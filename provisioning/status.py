@@ -75,7 +75,7 @@ class TargetStatus:
         return self.errors / self.attempts if self.attempts else None
 
 
-def _percentile(values: list[float], fraction: float) -> float:
+def percentile(values: list[float], fraction: float) -> float:
     """Linear interpolation between closest ranks (what PostgreSQL's percentile_cont computes)."""
     position = (len(values) - 1) * fraction
     low, high = math.floor(position), math.ceil(position)
@@ -118,7 +118,7 @@ def _lag(target: Target, since: datetime) -> Lag:
         values = [float(lag) for (lag,) in cursor.fetchall()]
     if not values:
         return Lag()
-    return Lag(len(values), _percentile(values, 0.5), _percentile(values, 0.95))
+    return Lag(len(values), percentile(values, 0.5), percentile(values, 0.95))
 
 
 def target_status(*, target: Target, now: datetime | None = None) -> TargetStatus:

@@ -4,7 +4,8 @@ import uuid
 
 from celery import shared_task
 
-from provisioning import reconcile, relay, services, sync_runs
+from directory.locks import alone
+from provisioning import reconcile, relay, sampling, services, sync_runs
 from provisioning.conf import provisioning_setting
 from provisioning.models import ReconciliationRun, SyncRun
 
@@ -34,6 +35,7 @@ def deliver(delivery_id: int) -> None:
 
 
 @shared_task(acks_late=True, ignore_result=True)
+@alone  # two sweeps at once would send the same deliveries twice
 def sweep_deliveries() -> int:
     return services.deliveries_sweep()
 
@@ -65,6 +67,7 @@ def reconcile_target(run_id: str) -> None:
 
 
 @shared_task(ignore_result=True)
+@alone  # two ticks at once would resume the same stale full sync twice
 def provisioning_runs_tick() -> None:
     """Every minute: resume full syncs whose process stopped, count and close the delivering ones,
     and start the reconciliations that are due."""
@@ -84,3 +87,10 @@ def provisioning_runs_tick() -> None:
 def purge_provisioning_runs(older_than_days: int | None = None) -> int:
     days = older_than_days if older_than_days is not None else provisioning_setting("RUN_RETENTION_DAYS")
     return reconcile.runs_purge(older_than_days=days)
+
+
+@shared_task(ignore_result=True)
+def sample_targets() -> int:
+    """Every minute: each target's queue depth for the dashboard, and the purge of old samples."""
+    sampling.target_samples_purge()
+    return sampling.target_samples_record()

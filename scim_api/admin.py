@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from directory.admin_audit import OperatorAuditMixin
 from scim_api.inbound import admin as inbound_admin  # noqa: F401 - registers the inbound pages
 from scim_api.models import DialectRewrite, OAuthCredential, ScimClient
 from scim_api.services import (
@@ -54,7 +55,7 @@ class ScimClientForm(forms.ModelForm):
 
 
 @admin.register(ScimClient)
-class ScimClientAdmin(admin.ModelAdmin):
+class ScimClientAdmin(OperatorAuditMixin, admin.ModelAdmin):
     form = ScimClientForm
     list_display = ["name", "scope", "requests_per_minute", "revoked", "expires", "last_used", "created"]
     list_filter = ["scope", "revoked"]
@@ -100,6 +101,7 @@ class ScimClientAdmin(admin.ModelAdmin):
     def rotate_token(self, request: HttpRequest, queryset: QuerySet[ScimClient]) -> None:
         for client in queryset:
             rotated, token = scim_client_rotate(client_id=client.pk)
+            self.log_change(request, client, "Issued a new token.")
             self._show_token(request, rotated, token)
 
     @admin.action(description="Issue OAuth client credentials (replaces the secret)", permissions=["change"])
@@ -109,6 +111,7 @@ class ScimClientAdmin(admin.ModelAdmin):
             credential, secret = oauth_credential_issue(
                 client_id=client.pk, lifetime_minutes=current.token_lifetime_minutes if current else 60
             )
+            self.log_change(request, client, f"Issued OAuth client credentials {credential.public_id}.")
             self.message_user(
                 request,
                 f"OAuth credentials for {client.name}: client_id {credential.public_id}, "
@@ -120,6 +123,8 @@ class ScimClientAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected clients' tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ScimClient]) -> None:
         count = scim_client_revoke(client_ids=queryset.values_list("pk", flat=True))
+        for client in queryset:
+            self.log_change(request, client, "Token revoked.")
         self.message_user(request, f"{count} SCIM client token(s) revoked.", messages.SUCCESS)
 
     def _show_token(self, request: HttpRequest, client: ScimClient, token: str) -> None:
@@ -132,7 +137,7 @@ class ScimClientAdmin(admin.ModelAdmin):
 
 
 @admin.register(DialectRewrite)
-class DialectRewriteAdmin(admin.ModelAdmin):
+class DialectRewriteAdmin(OperatorAuditMixin, admin.ModelAdmin):
     list_display = ["client", "name", "count", "first_seen", "last_seen"]
     list_filter = ["name"]
     list_select_related = ["client"]

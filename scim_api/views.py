@@ -426,6 +426,7 @@ class UsersViewSet(ScimViewSet):
             user_id=user_id,
             expected_version=user.version,
             values=values,
+            read=user,
             **_changed(before.fields, after.fields),
             **extra,
         )
@@ -587,14 +588,14 @@ class GroupsViewSet(ScimViewSet):
             removed = [_uuid_member(value) for value in delta.remove]
             writes.append(
                 lambda: services.membership_remove(
-                    actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed
+                    actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed, read=group
                 )
             )
         if delta.add:
             user_ids, group_ids = _split_members(_member_refs(delta.add))
             writes.append(
                 lambda: services.membership_add(
-                    actor=self.actor, group_id=group_id, user_ids=user_ids, group_ids=group_ids
+                    actor=self.actor, group_id=group_id, user_ids=user_ids, group_ids=group_ids, read=group
                 )
             )
         # A service call is a transaction of its own; several (or a replace, which reads then

@@ -1,9 +1,12 @@
+from collections.abc import Iterator
+
 import pytest
 from django.contrib.auth import get_user_model
 
 from directory import extensions
 from directory.actors import Actor
 from tests.factories import GroupFactory, UserFactory
+from tests.processes import Processes
 
 
 @pytest.fixture
@@ -39,3 +42,12 @@ def _no_extension_schemas() -> None:
     # A fresh test database defines no extension schema, whatever an earlier (rolled back)
     # test defined and this process cached; tests without database access need no query.
     extensions.assume(extensions.Definitions())
+
+
+@pytest.fixture
+def processes(transactional_db, tmp_path, monkeypatch) -> Iterator[Processes]:  # type: ignore[no-untyped-def]
+    """Real workers, beat and web servers for this test (tests.processes); what it queues goes to them."""
+    started = Processes(tmp_path)
+    started.route_here(monkeypatch)
+    yield started
+    started.stop_all()

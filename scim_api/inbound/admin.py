@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from directory.admin_audit import OperatorAuditMixin
 from directory.models import User
 from scim_api.inbound import csv_import, paths, services, transform
 from scim_api.inbound.models import (
@@ -75,7 +76,7 @@ class InboundSourceForm(forms.ModelForm):
 
 
 @admin.register(InboundSource)
-class InboundSourceAdmin(admin.ModelAdmin):
+class InboundSourceAdmin(OperatorAuditMixin, admin.ModelAdmin):
     form = InboundSourceForm
     list_display = ["name", "enabled", "match", "actions_allowed", "leaver_action", "client", "import_link"]
     list_filter = ["enabled", "leaver_action"]
@@ -168,10 +169,14 @@ class InboundSourceAdmin(admin.ModelAdmin):
         obj._state.adding = False
         self._show_token(request, source, token)
 
-    @admin.action(description="Issue a new token for the selected sources (the old one stops working)")
+    @admin.action(
+        description="Issue a new token for the selected sources (the old one stops working)",
+        permissions=["change"],
+    )
     def rotate_token(self, request: HttpRequest, queryset: QuerySet[InboundSource]) -> None:
         for source in queryset:
             _, token = scim_client_rotate(client_id=source.client_id)
+            self.log_change(request, source, "Issued a new token.")
             self._show_token(request, source, token)
 
     def _show_token(self, request: HttpRequest, source: InboundSource, token: str) -> None:
@@ -271,6 +276,7 @@ class InboundSourceAdmin(admin.ModelAdmin):
                     filename=upload.filename,
                 )
                 upload.delete()
+                self.log_change(request, source, f"CSV {upload.filename} queued as job {job.pk}.")
                 self.message_user(
                     request,
                     f"{len(operations)} rows of {upload.filename} queued as job {job.pk}; "
@@ -323,7 +329,7 @@ class CsvUploadForm(forms.Form):
 
 
 @admin.register(InboundJob)
-class InboundJobAdmin(admin.ModelAdmin):
+class InboundJobAdmin(OperatorAuditMixin, admin.ModelAdmin):
     list_display = ["created", "source", "origin", "status", "total", "summary", "finished", "created_by"]
     list_filter = ["status", "origin", "source"]
     search_fields = ["id", "filename", "created_by"]
@@ -370,7 +376,7 @@ class InboundJobAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">Each record and its outcome</a>', url)
 
 
-class RecordAdminBase(admin.ModelAdmin):
+class RecordAdminBase(OperatorAuditMixin, admin.ModelAdmin):
     list_display = ["index", "bulk_id", "key", "outcome", "user_link", "why", "applied", "job"]
     list_filter = ["outcome", "job__source", "job__origin"]
     search_fields = ["key", "bulk_id", "=job__id", "=user__id"]
@@ -436,6 +442,8 @@ class RecordAdminBase(admin.ModelAdmin):
     def approve(self, request: HttpRequest, queryset: QuerySet[InboundRecord]) -> None:
         ids = list(queryset.filter(outcome=InboundRecord.Outcome.HELD).values_list("pk", flat=True))
         count = services.held_records_approve(record_ids=ids, approved_by=request.user.get_username())
+        for record in queryset.filter(pk__in=ids):
+            self.log_change(request, record, "Held leaver approved.")
         skipped = len(ids) - count
         note = f"; {skipped} superseded by later records and skipped" if skipped else ""
         self.message_user(request, f"{count} held leaver(s) approved; a worker applies them{note}.")
@@ -446,6 +454,8 @@ class RecordAdminBase(admin.ModelAdmin):
     def reject(self, request: HttpRequest, queryset: QuerySet[InboundRecord]) -> None:
         ids = list(queryset.filter(outcome=InboundRecord.Outcome.HELD).values_list("pk", flat=True))
         count = services.held_records_reject(record_ids=ids, rejected_by=request.user.get_username())
+        for record in queryset.model.objects.filter(pk__in=ids):
+            self.log_change(request, record, "Held leaver rejected.")
         self.message_user(request, f"{count} held leaver(s) rejected.")
 
 
@@ -468,7 +478,7 @@ class HeldInboundRecordAdmin(RecordAdminBase):
 
 
 @admin.register(InboundScheduledAction)
-class InboundScheduledActionAdmin(admin.ModelAdmin):
+class InboundScheduledActionAdmin(OperatorAuditMixin, admin.ModelAdmin):
     list_display = ["due", "action", "user", "source", "state", "detail", "done"]
     list_filter = ["state", "action", "source"]
     search_fields = ["=user__id", "user__user_name", "user__employee_number"]
@@ -485,7 +495,8 @@ class InboundScheduledActionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected pending actions", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[InboundScheduledAction]) -> None:
-        count = services.scheduled_actions_cancel(
-            action_ids=list(queryset.values_list("pk", flat=True)), cancelled_by=request.user.get_username()
-        )
+        ids = list(queryset.values_list("pk", flat=True))
+        count = services.scheduled_actions_cancel(action_ids=ids, cancelled_by=request.user.get_username())
+        for action in queryset.model.objects.filter(pk__in=ids):
+            self.log_change(request, action, "Cancelled.")
         self.message_user(request, f"{count} scheduled action(s) cancelled.")

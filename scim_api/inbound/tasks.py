@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
+from directory.locks import alone
 from scim_api.inbound import services
 
 
@@ -19,6 +20,7 @@ def process_inbound_jobs(job_id: str) -> int:
 
 
 @shared_task(acks_late=True, ignore_result=True)
+@alone  # two ticks at once would send the same stale jobs twice
 def inbound_tick() -> dict[str, int]:
     """Every minute (beat): effective-dated enables and disables that are due, and lost jobs sent again."""
     return {

@@ -5,6 +5,7 @@ root, and no driver download (Selenium Manager would try to fetch one unless
 handed the chromedriver path and told to stay offline).
 """
 
+import os
 import re
 import shutil
 import tempfile
@@ -15,7 +16,10 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+# Screenshots: of failed tests, and the ones the dashboard test takes for people to look at.
+ARTIFACTS_DIR = Path(
+    os.environ.get("TEST_ARTIFACTS_DIR") or Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+)
 
 # Each phase's report (setup, call, teardown), kept on the item so the driver
 # fixture's teardown can tell whether the test itself failed.
@@ -57,7 +61,7 @@ def _failed(item: pytest.Item) -> bool:
 def browser(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Generator[webdriver.Chrome, None, None]:
-    """A fresh headless chromium; on failure its last screen is saved under var/test-artifacts/."""
+    """A fresh headless chromium; on failure its last screen is saved under ARTIFACTS_DIR."""
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or chromedriver is None:
         # tests.realservices normally skips first; this covers running the module without the marker.

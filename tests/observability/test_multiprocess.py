@@ -7,9 +7,6 @@ the SCIM request that made a change reaches the worker's delivery log line.
 """
 
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,60 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from provisioning.models import Target, VendorProfile
 from scim_api.services import scim_client_create
-from tests.provisioning.downstream import TOKEN, free_port, wait_for_port
-from tests.provisioning.realworker import Workers, broker_url, eventually, route_here
+from tests.processes import Processes, eventually
+from tests.provisioning.downstream import TOKEN
 
 pytestmark = [pytest.mark.celery_worker, pytest.mark.postgres, pytest.mark.redis]
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 METRICS_TOKEN = "multiprocess-scrape-token"
-
-
-@pytest.fixture
-def metrics_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "metrics"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def workers(transactional_db, tmp_path, monkeypatch, metrics_dir) -> Iterator[Workers]:  # type: ignore[no-untyped-def]
-    started = Workers(tmp_path, broker_url())
-    route_here(monkeypatch, started)
-    yield started
-    started.stop_all()
-
-
-@pytest.fixture
-def web(transactional_db, tmp_path, metrics_dir, workers) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """gunicorn with two sync workers on this run's database, sharing the metrics folder."""
-    port = free_port()
-    log = tmp_path / "gunicorn.log"
-    env = {
-        **workers.env(),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "METRICS_TOKEN": METRICS_TOKEN,
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LOG_LEVEL": "INFO",
-    }
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        print(f"----- gunicorn -----\n{log.read_text()[-8000:]}")
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -84,7 +34,7 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return found
 
 
-def test_metrics_add_up_across_web_and_celery_processes(workers, web, metrics_dir, scim2_url):
+def test_metrics_add_up_across_web_and_celery_processes(processes: Processes, scim2_url, tmp_path: Path):
     target = Target(
         name="mp-target",
         base_url=scim2_url,
@@ -94,9 +44,14 @@ def test_metrics_add_up_across_web_and_celery_processes(workers, web, metrics_di
     )
     target.set_credentials({"token": TOKEN})
     target.save()
-    extra = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "LOG_LEVEL": "INFO"}
-    workers.start(concurrency=2, beat=True, **extra)
-    workers.start(concurrency=2, beat=False, **extra)
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    shared = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "LOG_LEVEL": "INFO"}
+    workers = [
+        processes.worker(concurrency=2, beat=True, **shared),
+        processes.worker(concurrency=2, **shared),
+    ]
+    web = processes.web(workers=2, threads=1, METRICS_TOKEN=METRICS_TOKEN, **shared)
     token = scim_client_create(name="Multiprocess IdP")[1]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
 
@@ -140,8 +95,8 @@ def test_metrics_add_up_across_web_and_celery_processes(workers, web, metrics_di
     assert len(pids) >= 2
 
     def delivery_line() -> dict | None:
-        for output in workers.outputs:
-            for line in output.read_text().splitlines():
+        for worker in workers:
+            for line in worker.output().splitlines():
                 if line.startswith("{") and '"provisioning.delivery"' in line:
                     return json.loads(line)
         return None
@@ -151,4 +106,4 @@ def test_metrics_add_up_across_web_and_celery_processes(workers, web, metrics_di
     assert line["target"] == "mp-target"
     assert line["object_id"] == user_id
     assert line["outcome"] == "success"
-    assert settings.SECRET_KEY not in "".join(output.read_text() for output in workers.outputs)
+    assert settings.SECRET_KEY not in "".join(worker.output() for worker in workers)

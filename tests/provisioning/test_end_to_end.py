@@ -4,37 +4,28 @@ Real processes throughout: the directory is pytest-django's live server; a
 `celery worker` with embedded beat (relay every half second, sweeper) runs on
 Redis and on this run's database; the downstream targets listen on loopback
 ports: `scim2-server` from PyPI (a SCIM server nobody here wrote) and a second
-instance of this project (`manage.py runserver` on a database of its own,
+instance of this project (gunicorn on a database of its own,
 holding a token made by `create_scim_token`). The test reads each downstream's
 state back over SCIM, polling with a deadline; no sleep is an assertion.
 """
 
-import os
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import psycopg
 import pytest
-from django.conf import settings
 from django.db import connection
 from pytest_django.live_server_helper import LiveServer
 
-from config.celery import app
 from directory.models import Group
-from provisioning import queue
 from provisioning.models import Delivery, DeliveryAttempt, Target, TargetAssignment, VendorProfile
 from provisioning.services import target_scope_update
 from scim_api.services import scim_client_create
-from tests.provisioning.downstream import TOKEN, free_port, scim2_server_process, wait_for_port
+from tests.processes import Processes, database_url
+from tests.provisioning.downstream import TOKEN, scim2_server_process
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
 pytestmark = [pytest.mark.celery_worker, pytest.mark.postgres, pytest.mark.redis]
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -44,86 +35,10 @@ PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 DEADLINE = 60.0
 
 
-def _database_url(name: str) -> str:
-    db = connection.settings_dict
-    return (
-        f"postgres://{quote(db['USER'])}:{quote(db['PASSWORD'] or '')}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{name}"
-    )
-
-
-def _broker_url() -> str:
-    return os.environ.get("TEST_CELERY_BROKER_URL") or os.environ["TEST_REDIS_URL"]
-
-
-def _stop(process: subprocess.Popen[str], name: str, log: Path) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    output = log.read_text() if log.exists() else ""
-    print(f"----- {name} -----\n{output[-20000:]}")
-
-
 @pytest.fixture
-def worker(transactional_db, tmp_path, monkeypatch) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """`celery worker -B` on Redis and this run's database, with a queue of its own.
-
-    What this process queues (scope edits) goes to that worker too.
-    """
-    task_queue = f"e2e-{uuid.uuid4().hex[:12]}"
-
-    def send(delivery_ids: list[int], countdown: float | None = None) -> None:
-        with app.connection_for_write(_broker_url()) as broker:
-            for delivery_id in delivery_ids:
-                app.send_task(
-                    queue.DELIVER_TASK,
-                    args=(delivery_id,),
-                    queue=task_queue,
-                    connection=broker,
-                    countdown=countdown,
-                )
-
-    monkeypatch.setattr(queue, "send", send)
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(connection.settings_dict["NAME"]),
-        "REDIS_URL": _broker_url(),
-        "CELERY_RESULT_BACKEND": _broker_url(),
-        "CELERY_TASK_DEFAULT_QUEUE": task_queue,
-        "PROVISIONING_RELAY_INTERVAL": "0.5",
-        # The worker decrypts the credentials this process encrypted.
-        "SECRET_KEY": settings.SECRET_KEY,
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--beat",
-            "--schedule",
-            str(tmp_path / "beat-schedule"),
-            "--pool=threads",
-            "--concurrency=4",
-            "--loglevel=INFO",
-        ],
-        cwd=BASE_DIR,
-        env=env,
-        # A file, not a pipe: nobody reads a pipe until the end, and a full one blocks the writer.
-        stdout=(log := (tmp_path / "worker.log").open("w")),
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    log.close()
-    try:
-        yield
-    finally:
-        _stop(process, "celery worker", tmp_path / "worker.log")
+def worker(processes: Processes) -> None:
+    """`celery worker --beat` on Redis and this run's database; what this process queues goes to it."""
+    processes.worker(beat=True, loglevel="INFO", PROVISIONING_RELAY_INTERVAL="0.5")
 
 
 @pytest.fixture
@@ -133,49 +48,25 @@ def scim2_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def second_instance(transactional_db, tmp_path) -> Iterator[tuple[str, str]]:  # type: ignore[no-untyped-def]
-    """This project again, on its own database and port; yields (SCIM base URL, bearer token)."""
+def second_instance(processes: Processes) -> Iterator[tuple[str, str]]:
+    """This project again, on its own database, broker-less; yields (SCIM base URL, bearer token)."""
     name = f"{connection.settings_dict['NAME']}_downstream"
-    admin_url = _database_url("postgres")
+    admin_url = database_url("postgres")
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.execute(f'CREATE DATABASE "{name}"')
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(name),
-        "DEBUG": "true",
+    own = {
+        "DATABASE_URL": database_url(name),
+        "REDIS_URL": "",
+        "CELERY_RESULT_BACKEND": "",
         "SCIM_TOKEN_CACHE_SECONDS": "0",
     }
-    env.pop("REDIS_URL", None)
-    manage = [sys.executable, str(BASE_DIR / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, env=env, check=True)
-    token = (
-        subprocess.run(
-            [*manage, "create_scim_token", "upstream directory"],
-            cwd=BASE_DIR,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    port = free_port()
-    process = subprocess.Popen(
-        [*manage, "runserver", f"127.0.0.1:{port}", "--noreload", "--nothreading"],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=(log := (tmp_path / "second-instance.log").open("w")),
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    log.close()
+    processes.manage("migrate", "--noinput", "-v", "0", **own)
+    token = processes.manage("create_scim_token", "upstream directory", **own).strip().splitlines()[-1]
     try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}/scim/v2", token
+        yield f"{processes.web(**own)}/scim/v2", token
     finally:
-        _stop(process, "second instance", tmp_path / "second-instance.log")
+        # FORCE: the server (stopped later, with the other processes) still holds connections.
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -10,17 +10,17 @@ from django.utils import timezone
 from directory import services as directory
 from directory.actors import Actor
 from provisioning.models import ReconciliationRun, Target, VendorProfile
+from tests.processes import Processes
 from tests.provisioning.downstream import TOKEN, scim2_server_process
 from tests.provisioning.test_end_to_end import PATCH, Scim, eventually
-from tests.provisioning.test_end_to_end import worker as worker  # noqa: F401 - the fixture, used by name
 
 pytestmark = [pytest.mark.celery_worker, pytest.mark.postgres, pytest.mark.redis]
 
 
 @pytest.fixture
-def fast_tick(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The worker's beat checks for due reconciliations every second (read when the worker starts)."""
-    monkeypatch.setenv("PROVISIONING_RUNS_TICK_INTERVAL", "1")
+def worker(processes: Processes) -> None:
+    """`celery worker --beat` whose beat checks for due reconciliations every second."""
+    processes.worker(beat=True, loglevel="INFO", PROVISIONING_RUNS_TICK_INTERVAL="1")
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def scim2_url() -> Iterator[str]:
         yield url
 
 
-@pytest.mark.usefixtures("fast_tick", "worker")  # in this order: the worker reads the tick interval
+@pytest.mark.usefixtures("worker")
 def test_beat_starts_a_due_reconciliation_and_the_worker_corrects_drift(scim2_url):
     actor = Actor.operator(id=1, name="e2e")
     target = Target(

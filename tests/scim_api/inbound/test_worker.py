@@ -6,90 +6,30 @@ inbound tick every second. The test only speaks HTTP to the upload and job
 endpoints and reads the directory's rows; it never applies a job itself.
 """
 
-import os
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
-from django.db import connection
 from django.utils import timezone
 
-from config.celery import app
 from directory.models import ChangeEvent, User
-from scim_api.inbound import queue, services
+from scim_api.inbound import services
 from scim_api.inbound.models import InboundJob, InboundScheduledAction
+from tests.processes import Processes
 from tests.scim_api.inbound.conftest import bulk, worker_record
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent.parent
 pytestmark = [pytest.mark.celery_worker, pytest.mark.postgres, pytest.mark.redis]
 DEADLINE = 45.0
 
 
-def _broker_url() -> str:
-    return os.environ.get("TEST_CELERY_BROKER_URL") or os.environ["TEST_REDIS_URL"]
-
-
 @pytest.fixture
-def worker(transactional_db, tmp_path, monkeypatch) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """`celery worker --beat` on this run's database; what this process queues goes to it."""
-    task_queue = f"inbound-{uuid.uuid4().hex[:12]}"
-
-    def send(job_id: uuid.UUID) -> None:
-        with app.connection_for_write(_broker_url()) as broker:
-            app.send_task(queue.PROCESS_TASK, args=(str(job_id),), queue=task_queue, connection=broker)
-
-    monkeypatch.setattr(queue, "send", send)
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": (
-            f"postgres://{quote(db['USER'])}:{quote(db['PASSWORD'] or '')}"
-            f"@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-        ),
-        "REDIS_URL": _broker_url(),
-        "CELERY_RESULT_BACKEND": _broker_url(),
-        "CELERY_TASK_DEFAULT_QUEUE": task_queue,
-        "SCIM_INBOUND_TICK_INTERVAL": "1",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--beat",
-            "--schedule",
-            str(tmp_path / "beat-schedule"),
-            "--pool=threads",
-            "--concurrency=2",
-            "--loglevel=INFO",
-        ],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        yield task_queue
-    finally:
-        process.terminate()
-        try:
-            output, _ = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        print(f"----- celery worker -----\n{output[-20000:] if output else ''}")
+def worker(processes: Processes) -> None:
+    """`celery worker --beat` on this run's database, the inbound tick every second; what this process
+    queues goes to it."""
+    processes.worker(beat=True, concurrency=2, loglevel="INFO", SCIM_INBOUND_TICK_INTERVAL="1")
 
 
 def _until(check: Callable[[], Any], what: str) -> Any:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('provisioning', '0005_sync_and_reconciliation_runs'),
+        ('provisioning', '0006_target_queue_samples'),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('directory', '0002_extension_schemas'),
+        ('directory', '0003_operator_roles_and_audit'),
     ]
 
     operations = [
