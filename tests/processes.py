@@ -163,7 +163,8 @@ class Processes:
             command += ["-Q", ",".join(queues)]
         if beat:
             command += ["--beat", "--schedule", str(self.tmp_path / f"{name}-beat-schedule")]
-        return self._launch(name, command, self.env(**extra))
+        # LOG_LEVEL, when set, is the level workers log at (config/celery.py): the same as --loglevel.
+        return self._launch(name, command, self.env(**{"LOG_LEVEL": loglevel, **extra}))
 
     def beat(self, **extra: str) -> Launched:
         """`celery beat` on its own, as production runs it."""
