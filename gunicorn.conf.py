@@ -22,8 +22,10 @@ graceful_timeout = 30
 keepalive = 5
 # Replace each worker after this many requests (with jitter, so they do not restart together): bounds
 # the memory a long-lived worker can accumulate.
-max_requests = 2000
-max_requests_jitter = 200
+# GUNICORN_MAX_REQUESTS=0 never replaces them: with PROMETHEUS_MULTIPROC_DIR each replaced worker leaves
+# its metrics files behind (its counts still belong in the sums), and /metrics reads every one.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
+max_requests_jitter = max_requests // 10
 
 # The proxy's address(es), whose X-Forwarded-Proto / X-Forwarded-For gunicorn believes. Django decides
 # HTTPS from SECURE_PROXY_SSL_HEADER (TRUST_X_FORWARDED_PROTO) on its own.

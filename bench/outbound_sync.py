@@ -183,7 +183,13 @@ def main() -> None:
     target.set_credentials({"token": "bench"})
     target.save()
 
-    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": settings.SECRET_KEY, "DEBUG": "false"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DEBUG": "false",
+        "LOG_LEVEL": "WARNING",  # no line per delivery: the workers log through Django's LOGGING
+    }
     celery = [sys.executable, "-m", "celery", "-A", "config"]
     workers = [
         subprocess.Popen(

@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=45, help="cProfile rows to print")
     parser.add_argument("--dump", metavar="FILE", help="save the cProfile statistics to FILE")
     parser.add_argument("--repeat", type=int, default=5, help="rounds of N requests with --no-profile")
+    parser.add_argument(
+        "--log-level", default="WARNING", help="LOG_LEVEL (INFO writes the per-request log line to stderr)"
+    )
     args = parser.parse_args()
 
     url = database_url(DEFAULT_URL)
@@ -74,7 +77,7 @@ def main() -> None:
         SECRET_KEY=secrets.token_urlsafe(50),
         ALLOWED_HOSTS="127.0.0.1,localhost,testserver",
         DB_CONN_MAX_AGE="600",
-        LOG_LEVEL="WARNING",
+        LOG_LEVEL=args.log_level,
     )
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from django.db import connection

@@ -395,7 +395,10 @@ def django_env(url: str) -> dict[str, str]:
         SECRET_KEY=secrets.token_urlsafe(50),
         ALLOWED_HOSTS="127.0.0.1,localhost",
         DB_CONN_MAX_AGE="600",
-        LOG_LEVEL="WARNING",
+        # WARNING: no line per request; BENCH_LOG_LEVEL=INFO measures with the request log (JSON lines).
+        LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        # As production runs several workers: the metrics in memory-mapped files (README: Operations).
+        PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(prefix="scim-http-bench-metrics-"),
     )
     return env
 

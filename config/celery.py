@@ -1,10 +1,11 @@
 """The Celery application. Configuration comes from Django settings (CELERY_*)."""
 
+import logging.config
 import os
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import setup_logging, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -25,3 +26,17 @@ def ensure_filesystem_broker_dirs() -> None:
 @worker_init.connect
 def _prepare_worker(**_: object) -> None:
     ensure_filesystem_broker_dirs()
+
+
+@setup_logging.connect
+def _log_as_django_does(loglevel: int | str | None = None, **_: object) -> None:
+    """Workers and beat log through Django's LOGGING: the same JSON lines (with request ids) as the web.
+
+    With a receiver here Celery leaves logging alone. The level is LOG_LEVEL when it is set, else the
+    command's --loglevel, as Celery users expect.
+    """
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+    if not os.environ.get("LOG_LEVEL") and loglevel:
+        logging.getLogger().setLevel(loglevel)

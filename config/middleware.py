@@ -16,7 +16,8 @@ from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 
-API_PREFIXES = ("/scim/", "/oauth/")
+# The health probes too: no cookie, no session, nothing but the check.
+API_PREFIXES = ("/scim/", "/oauth/", "/healthz", "/readyz")
 
 GetResponse = Callable[[HttpRequest], HttpResponse]
 

@@ -53,11 +53,14 @@ INSTALLED_APPS = [
     "scim_api",
     "provisioning",
     "dashboard",
+    "observability",
 ]
 
 # Sessions, CSRF, the Django user and messages, for every path but /scim/ and /oauth/ (bearer-token
 # APIs that use none of them): see config/middleware.py.
 MIDDLEWARE = [
+    # First: the request id is bound (and the request timed) around everything else.
+    "observability.middleware.RequestObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files from the web process itself (no separate file server): see STORAGES below.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -384,11 +387,22 @@ PROVISIONING = {
     "RECONCILE_PAGE_SIZE": env_int("PROVISIONING_RECONCILE_PAGE_SIZE", 100, minimum=1),
 }
 
+# --- Operations ---------------------------------------------------------------
+
+# /metrics answers a request bearing this token (or an operator's staff session); empty: sessions only.
+METRICS_TOKEN = env_secret("METRICS_TOKEN") or ""
+# /readyz answers 503 when more change events than this wait for the relay.
+READYZ_MAX_OUTBOX_BACKLOG = env_int("READYZ_MAX_OUTBOX_BACKLOG", 10_000, minimum=0)
+# json, console, or auto: JSON lines unless stderr is a terminal (observability/logs.py).
+LOG_FORMAT = env_str("LOG_FORMAT") or "auto"
+if LOG_FORMAT not in ("auto", "json", "console"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be auto, json or console, got {LOG_FORMAT!r}")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"structured": {"()": "observability.logs.make_formatter", "style_name": LOG_FORMAT}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
     # httpx logs every request URL at INFO; the provisioning log keeps what matters, redacted.
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},

@@ -15,6 +15,7 @@ urlpatterns = [
     # Before the admin's own URLs, whose catch-all would take it; admin_view requires a staff login.
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="dashboard"),
     path("admin/", admin.site.urls),
+    path("", include("observability.urls")),
     path("oauth/token", oauth.token, name="oauth-token"),
     # Inbound provisioning first: the SCIM server's URLconf ends in a catch-all 404.
     path("scim/v2/", include("scim_api.inbound.urls")),

@@ -636,7 +636,7 @@ class ChangeEventAdmin(ReadOnlyAdmin):
 class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ["created", "actor_type", "actor_name", "action", "object_type", "object_repr"]
     list_filter = ["actor_type", "action", "object_type"]
-    search_fields = ["actor_name", "object_repr", "=object_id", "=object_key"]
+    search_fields = ["actor_name", "object_repr", "=object_id", "=object_key", "=request_id"]
     ordering = ["-created", "-id"]
     date_hierarchy = "created"
 

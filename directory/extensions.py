@@ -37,6 +37,7 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from directory.correlation import current_request_id
 from directory.exceptions import InvalidValue, UniquenessConflict
 from directory.json_sql import JSONBoolean, JSONNumber, JSONText, NumberValue
 from directory.models import AuditEntry, ChangeEvent, ExtensionAttribute, ExtensionSchema, Group, User
@@ -611,13 +612,17 @@ def _strip_postgresql(
             UPDATE {table} AS t SET extensions = {new}, version = t.version + 1, last_modified = %s
             FROM old WHERE t.id = old.id RETURNING t.id, t.version, old.label, old.held
         ), events AS (
-            INSERT INTO {events} (object_type, object_id, kind, version, member_type, member_id, created)
-            SELECT %s, id, %s, version, '', NULL, %s FROM stripped
+            INSERT INTO {events}
+                (object_type, object_id, kind, version, member_type, member_id, created, request_id)
+            SELECT %s, id, %s, version, '', NULL, %s, %s FROM stripped
         )
-        INSERT INTO {audit}
-            (created, actor_type, actor_id, actor_name, action, object_type, object_id, object_repr, changes)
+        INSERT INTO {audit} (
+            created, actor_type, actor_id, actor_name, action, object_type, object_id, object_repr, changes,
+            request_id
+        )
         SELECT %s, %s, %s, %s, 'update', %s, id, label,
-            jsonb_build_object('extensions', jsonb_build_array(jsonb_build_object(%s::text, held), %s::text))
+            jsonb_build_object('extensions', jsonb_build_array(jsonb_build_object(%s::text, held), %s::text)),
+            %s
         FROM stripped
     """
     params = [
@@ -629,6 +634,7 @@ def _strip_postgresql(
         resource_type,
         ChangeEvent.Kind.UPDATED,
         now,
+        current_request_id(),
         now,
         actor.type,
         actor.id,
@@ -636,6 +642,7 @@ def _strip_postgresql(
         resource_type,
         urn,
         note,
+        current_request_id(),
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -12,6 +12,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Lower
 from django.utils.timezone import now
 
+from directory.correlation import REQUEST_ID_MAX_LENGTH, current_request_id
+
 
 class UserQuerySet(models.QuerySet["User"]):
     def with_values(self) -> "UserQuerySet":
@@ -284,6 +286,11 @@ class ChangeEvent(models.Model):
     member_id = models.UUIDField(null=True, blank=True)
     created = models.DateTimeField(default=now)
     processed = models.DateTimeField(null=True, blank=True)
+    # The request (X-Request-ID) that made the change, "" for none; provisioning copies it onto the
+    # delivery and its log rows. db_default: statements that insert events themselves may leave it out.
+    request_id = models.CharField(
+        max_length=REQUEST_ID_MAX_LENGTH, blank=True, default=current_request_id, db_default=""
+    )
 
     class Meta:
         ordering = ["id"]
@@ -335,6 +342,10 @@ class AuditEntry(models.Model):
     object_repr = models.CharField(max_length=255, blank=True, default="")
     # {"field": [old, new]} for updates; {"members_added": [...]} for memberships.
     changes = models.JSONField(default=dict, blank=True)
+    # The request (X-Request-ID) that made the change, "" for none (see ChangeEvent.request_id).
+    request_id = models.CharField(
+        max_length=REQUEST_ID_MAX_LENGTH, blank=True, default=current_request_id, db_default=""
+    )
 
     class Meta:
         verbose_name = "audit entry"

@@ -3,6 +3,8 @@
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.db import connection
@@ -11,7 +13,7 @@ from django.db.models.expressions import RawSQL
 
 from directory import membership_sql
 from directory.exceptions import ObjectNotFound
-from directory.models import Group, Membership, User, UserValue
+from directory.models import ChangeEvent, Group, Membership, User, UserValue
 from directory.precompiled import PrecompiledLookup
 
 
@@ -315,3 +317,21 @@ def group_member_ids(*, group_id: uuid.UUID) -> tuple[set[uuid.UUID], set[uuid.U
         else:
             groups.add(member_group_id)
     return users, groups
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    """Unprocessed change events: how many (counted up to a limit) and how old the oldest is."""
+
+    count: int
+    oldest: datetime | None
+
+
+def change_event_backlog(*, limit: int | None = None) -> OutboxBacklog:
+    """Two reads on the partial index of unprocessed events; `limit` caps the count (a readiness probe
+    needs to know "more than the threshold", not how many more)."""
+    pending = ChangeEvent.objects.filter(processed__isnull=True)
+    # A sliced queryset counts as SELECT COUNT(*) FROM (... LIMIT n).
+    count = (pending.order_by("id")[:limit] if limit is not None else pending).count()
+    oldest = pending.order_by("id").values_list("created", flat=True).first()
+    return OutboxBacklog(count=count, oldest=oldest)

@@ -594,7 +594,7 @@ class DeliveryAttemptAdmin(OperatorAuditMixin, UUIDSearchMixin, admin.ModelAdmin
         "attempt",
     ]
     list_filter = ["outcome", "action", "target", "object_type", "in_scope"]
-    search_fields = ["object_repr", "remote_id", "error", "path"]
+    search_fields = ["object_repr", "remote_id", "error", "path", "=request_id"]
     list_select_related = ["target"]
     date_hierarchy = "created"
     ordering = ["-created", "-id"]

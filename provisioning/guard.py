@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from directory.correlation import current_request_id
 from directory.models import Group, User
 from provisioning import queue
 from provisioning.models import (
@@ -190,6 +191,7 @@ def held_reject(*, operator: str, delivery_ids: Sequence[int]) -> int:
                 in_scope=False,
                 error=f"held disable/delete rejected by {operator}",
                 created=now,
+                request_id=current_request_id(),
             )
             for delivery in held
         ]

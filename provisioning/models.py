@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils.timezone import now
 
+from directory.correlation import REQUEST_ID_MAX_LENGTH
 from directory.models import Group, User
 from provisioning import crypto
 from provisioning.scoping import ScopingError, parse_filters
@@ -482,6 +483,10 @@ class Delivery(models.Model):
     guard_approved_by = models.CharField(max_length=150, blank=True, default="")
     last_error = models.TextField(blank=True, default="")
     run_id = models.UUIDField(null=True, blank=True)
+    # The request (X-Request-ID) and the time of the newest change folded in (`version`): the log rows
+    # carry the one, and the change → applied lag metric is measured from the other.
+    request_id = models.CharField(max_length=REQUEST_ID_MAX_LENGTH, blank=True, default="", db_default="")
+    changed_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(default=now, editable=False)
     updated = models.DateTimeField(default=now)
 
@@ -573,6 +578,8 @@ class DeliveryAttempt(models.Model):
     error = models.TextField(blank=True, default="")
     # [{"method", "path", "status", "duration_ms", "body"}] with bodies redacted.
     requests = models.JSONField(default=list, blank=True)
+    # The request that made the change this attempt pushed ("" for none: a scheduled sync, a shell).
+    request_id = models.CharField(max_length=REQUEST_ID_MAX_LENGTH, blank=True, default="", db_default="")
 
     class Meta:
         verbose_name = "provisioning log entry"

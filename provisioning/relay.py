@@ -12,10 +12,12 @@ anywhere before the commit leaves the events unprocessed for the next run.
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import connection, transaction
 from django.utils import timezone
 
+from directory.correlation import current_request_id
 from directory.models import ChangeEvent
 from provisioning import queue
 from provisioning.conf import provisioning_setting
@@ -51,6 +53,9 @@ ATTRIBUTE_EVENTS = frozenset(
 class Wanted:
     version: int
     priority: int
+    # Of the change event `version` names: the request that made it, and when.
+    request_id: str = ""
+    changed_at: datetime | None = None
 
 
 @dataclass
@@ -84,17 +89,22 @@ def relay_change_events(*, batch_size: int | None = None) -> RelayResult:
     return result
 
 
-def _merge(into: dict[ObjectKey, Wanted], key: ObjectKey, version: int, priority: int) -> None:
+def _merge(into: dict[ObjectKey, Wanted], key: ObjectKey, event: ChangeEvent, priority: int) -> None:
     known = into.get(key)
-    if known is None:
-        into[key] = Wanted(version, priority)
+    if known is None or event.pk > known.version:
+        into[key] = Wanted(
+            event.pk,
+            priority if known is None else min(known.priority, priority),
+            event.request_id,
+            event.created,
+        )
     else:
-        into[key] = Wanted(max(known.version, version), min(known.priority, priority))
+        into[key] = Wanted(known.version, min(known.priority, priority), known.request_id, known.changed_at)
 
 
 def _wanted_for_target(target: Target, events: Sequence[ChangeEvent]) -> dict[ObjectKey, Wanted]:
     wanted: dict[ObjectKey, Wanted] = {}
-    last = max(event.pk for event in events)
+    last = max(events, key=lambda event: event.pk)
     left: set[ObjectKey] = set()
     if target.scope == Target.Scope.ASSIGNED:
         touched = {event.object_id for event in events if event.kind in SCOPE_EVENTS}
@@ -132,7 +142,7 @@ def _wanted_for_target(target: Target, events: Sequence[ChangeEvent]) -> dict[Ob
         key = (event.object_type, event.object_id)
         if key in concerned:
             priority = Delivery.Priority.LEAVER if event.kind in LEAVER_EVENTS else Delivery.Priority.CHANGE
-            _merge(wanted, key, event.pk, priority)
+            _merge(wanted, key, event, priority)
     return wanted
 
 
@@ -164,20 +174,36 @@ def _upsert_postgresql(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list
     with connection.cursor() as cursor:
         for start in range(0, len(items), 1000):
             chunk = items[start : start + 1000]
-            rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+            rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s::timestamptz)"] * len(chunk))
             params: list[object] = []
             for (target_id, object_type, object_id), want in chunk:
-                params.extend([target_id, object_type, object_id, want.version, want.priority])
+                params.extend(
+                    [
+                        target_id,
+                        object_type,
+                        object_id,
+                        want.version,
+                        want.priority,
+                        want.request_id,
+                        want.changed_at,
+                    ]
+                )
             cursor.execute(
                 f"INSERT INTO {table} (target_id, object_type, object_id, version, priority, state,"
                 f" leased_version, attempts, failures, waiting_for_members, last_error, guard_approved_by,"
-                f" created, updated, enqueued_at)"
+                f" request_id, changed_at, created, updated, enqueued_at)"
                 f" SELECT v.target_id, v.object_type, v.object_id::uuid, v.version, v.priority, 'queued',"
-                f" 0, 0, 0, false, '', '', %s, %s, %s"
-                f" FROM (VALUES {rows}) AS v(target_id, object_type, object_id, version, priority)"
+                f" 0, 0, 0, false, '', '', v.request_id, v.changed_at, %s, %s, %s"
+                f" FROM (VALUES {rows})"
+                f" AS v(target_id, object_type, object_id, version, priority, request_id, changed_at)"
                 f" ORDER BY v.target_id, v.object_type, v.object_id::uuid"
                 f" ON CONFLICT (target_id, object_type, object_id) WHERE state IN ({states})"
                 f" DO UPDATE SET version = GREATEST({table}.version, EXCLUDED.version),"
+                # The newest change's request and time go with the version they belong to.
+                f" request_id = CASE WHEN EXCLUDED.version > {table}.version"
+                f"  THEN EXCLUDED.request_id ELSE {table}.request_id END,"
+                f" changed_at = CASE WHEN EXCLUDED.version > {table}.version"
+                f"  THEN EXCLUDED.changed_at ELSE {table}.changed_at END,"
                 f" priority = LEAST({table}.priority, EXCLUDED.priority), updated = EXCLUDED.updated,"
                 # A newer change wakes a delivery the deletion guard holds: the object may be back in
                 # scope, and a held row must not swallow the change (SET reads the row as it was).
@@ -218,11 +244,16 @@ def _upsert_generic(wanted: dict[tuple[int, str, uuid.UUID], Wanted]) -> list[in
                 object_id=object_id,
                 version=want.version,
                 priority=want.priority,
+                request_id=want.request_id,
+                changed_at=want.changed_at,
                 enqueued_at=now,
             )
             created.append(delivery.pk)
         else:
             fields = ["version", "priority", "updated"]
+            if want.version > active.version:
+                active.request_id, active.changed_at = want.request_id, want.changed_at
+                fields += ["request_id", "changed_at"]
             if active.state == Delivery.State.HELD and want.version > active.version:
                 # A newer change wakes a held delivery (see _upsert_postgresql).
                 active.state, active.next_attempt_at, active.enqueued_at = Delivery.State.QUEUED, None, now
@@ -244,4 +275,6 @@ def deliveries_for_objects(
     *, target: Target, keys: Iterable[ObjectKey], priority: int, version: int = 0
 ) -> list[int]:
     """Queue deliveries for these objects on one target (full sync, on demand, scope edits)."""
-    return deliveries_upsert({(target.pk, *key): Wanted(version, priority) for key in keys})
+    # An operator's full sync or on-demand run carries the request that asked for it.
+    request_id = current_request_id()
+    return deliveries_upsert({(target.pk, *key): Wanted(version, priority, request_id) for key in keys})

@@ -35,6 +35,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from directory import selectors
+from directory.correlation import current_request_id
 from directory.exceptions import ObjectNotFound
 from directory.models import Group, Membership, User
 from provisioning import broker, pacing, queue, sync_runs
@@ -68,6 +69,7 @@ from provisioning.mapping import (
     user_payloads,
     with_create_only,
 )
+from provisioning.metrics import attempts_observe
 from provisioning.models import (
     Delivery,
     DeliveryAttempt,
@@ -866,6 +868,7 @@ def _attempt_row(
         duration_ms=duration_ms,
         error=push.error,
         requests=[exchange.as_log() for exchange in push.exchanges],
+        request_id=delivery.request_id if delivery else current_request_id(),
     )
 
 
@@ -1420,6 +1423,9 @@ def _record_batch(target: Target, results: Sequence[tuple[Delivery, Push, int]])
         _update_circuit(target, pushes)
         queue.send_on_commit(_wake_waiting_groups(target, pushes))
         queue.send_on_commit(_wake_reports(target, pushes))
+    attempts_observe(
+        target, [(delivery, entry) for (delivery, _, _), entry in zip(results, entries, strict=True)]
+    )
     for push in pushes:
         if push.outcome in (Outcome.FAILED, Outcome.DISPUTED) or push.misconfigured:
             logger.warning(

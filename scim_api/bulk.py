@@ -28,6 +28,7 @@ from directory.actors import Actor
 from directory.exceptions import UniquenessConflict
 from directory.models import User
 from directory.services import NewUser
+from observability import metrics
 from scim_api import dialects, mapping
 from scim_api.conf import scim_setting
 from scim_api.exceptions import SCIM_CONTENT_TYPE, ScimError, error_body, scim_error_for
@@ -231,6 +232,7 @@ def _failure(operation: Operation, exc: Exception) -> dict[str, Any]:
     result: dict[str, Any] = {"method": operation.method}
     if operation.bulk_id:
         result["bulkId"] = operation.bulk_id
+    metrics.scim_error_count(status=error.status, scim_type=error.scim_type)
     return {
         **result,
         "status": str(error.status),
@@ -253,6 +255,7 @@ def _outcome(
             detail = f"bulkId {names} is not defined in this request."
         else:
             detail = f"bulkId {names} refers back to this operation (a circular reference)."
+        metrics.scim_error_count(status=409, scim_type="invalidValue")
         return {**result, "status": "409", "response": error_body(409, detail, "invalidValue")}
     status, body, headers = _dispatch(
         request,

@@ -17,6 +17,7 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from directory import exceptions as domain
+from observability import metrics
 from scim_api.schema import ERROR
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def error_body(status: int, detail: str, scim_type: str | None = None) -> dict[s
 
 
 def error_response(status: int, detail: str, scim_type: str | None = None, **headers: str) -> Response:
+    metrics.scim_error_count(status=status, scim_type=scim_type)
     response = Response(error_body(status, detail, scim_type), status=status, content_type=SCIM_CONTENT_TYPE)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
@@ -127,6 +129,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 @csrf_exempt  # SCIM clients send no CSRF token: a POST to an unknown URL must still get a SCIM 404.
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown URLs under /scim/v2/ answer a SCIM 404, not Django's HTML page."""
+    metrics.scim_error_count(status=HTTPStatus.NOT_FOUND, scim_type=None)
     return JsonResponse(
         error_body(HTTPStatus.NOT_FOUND, f"No SCIM endpoint at {request.path}"),
         status=HTTPStatus.NOT_FOUND,

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils.timezone import now
 
+from observability import metrics
 from scim_api.models import (
     ACCESS_TOKEN_PREFIX,
     AccessToken,
@@ -66,7 +67,9 @@ def scim_client_revoke(*, client_ids: Iterable[int]) -> int:
 def dialect_rewrites_record(*, client: ScimClient, names: Iterable[str]) -> None:
     """Count one firing of each named rewrite for this client (one statement per name)."""
     current = now()
-    for name in dict.fromkeys(names):
+    names = list(dict.fromkeys(names))
+    metrics.dialect_rewrites_count(names)
+    for name in names:
         updated = DialectRewrite.objects.filter(client=client, name=name).update(
             count=F("count") + 1, last_seen=current
         )

@@ -192,7 +192,8 @@ class Processes:
             command += ["-Q", ",".join(queues)]
         if beat:
             command += ["--beat", "--schedule", str(self.tmp_path / f"{name}-beat-schedule")]
-        env = self.env(**extra)
+        # LOG_LEVEL, when set, is the level workers log at (config/celery.py): the same as --loglevel.
+        env = self.env(**{"LOG_LEVEL": loglevel, **extra})
         with self.lock:
             launched = self._launch(name, command, env)
             if restart:
@@ -218,7 +219,7 @@ class Processes:
         ]
         return self._launch(name, command, self.env(**extra))
 
-    def web(self, *, threads: int = 4, timeout: float = 30.0, **extra: str) -> str:
+    def web(self, *, workers: int = 1, threads: int = 4, timeout: float = 30.0, **extra: str) -> str:
         """gunicorn serving this project on a free loopback port; returns its base URL once it listens."""
         name = f"web-{self._count('web-')}"
         port = free_port()
@@ -230,7 +231,7 @@ class Processes:
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
-            "1",
+            str(workers),
             "--threads",
             str(threads),
             "--access-logfile",

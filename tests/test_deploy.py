@@ -26,12 +26,13 @@ def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         if line.strip() and not line.lstrip().startswith("#"):
             name, _, value = line.partition("=")
             env[name.strip()] = value.strip()
-    for name in ("SECRET_KEY_FILE", "PROVISIONING_SECRET_KEY_FILE"):
+    for name in ("SECRET_KEY_FILE", "PROVISIONING_SECRET_KEY_FILE", "METRICS_TOKEN_FILE"):
         secret = tmp_path / name.lower()
         secret.write_text(secrets.token_urlsafe(50))
         env[name] = str(secret)
     env["VAR_DIR"] = str(tmp_path / "var")
     env["STATIC_ROOT"] = str(tmp_path / "static")
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
     env.update(overrides)
     return env
 

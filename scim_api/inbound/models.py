@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.timezone import now
 
+from directory.correlation import REQUEST_ID_MAX_LENGTH, current_request_id
+
 
 class InboundSource(models.Model):
     """An HR system, a badge system or a CSV feed that pushes worker records into the directory.
@@ -204,6 +206,10 @@ class InboundJob(models.Model):
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
+    # The upload request's X-Request-ID: the worker applying the job writes its changes under it.
+    request_id = models.CharField(
+        max_length=REQUEST_ID_MAX_LENGTH, blank=True, default=current_request_id, db_default=""
+    )
 
     class Meta:
         verbose_name = "inbound job"

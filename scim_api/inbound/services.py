@@ -24,8 +24,10 @@ from django.utils import timezone
 
 from directory import services as directory_services
 from directory.actors import Actor
+from directory.correlation import current_request_id, request_id_bound
 from directory.exceptions import DirectoryError
 from directory.models import AuditEntry, User
+from observability import metrics
 from scim_api.bulk import BULK_REQUEST
 from scim_api.conf import scim_setting
 from scim_api.exceptions import ScimError
@@ -410,7 +412,15 @@ def jobs_drain(*, job_id: uuid.UUID | str) -> int:
 
 
 def job_run(job: InboundJob, *, progress: Any = None) -> None:
-    """Apply a claimed job's pending records, a chunk per transaction; then managers; then counts."""
+    """Apply a claimed job's pending records, a chunk per transaction; then managers; then counts.
+
+    Under the upload request's id: its change events, audit entries and deliveries carry it.
+    """
+    with request_id_bound(job.request_id or current_request_id()):
+        _job_run(job, progress=progress)
+
+
+def _job_run(job: InboundJob, *, progress: Any = None) -> None:
     try:
         config = transform.compile_source_config(job.source)
     except transform.SourceConfigError as exc:
@@ -475,6 +485,7 @@ def _job_finish(job: InboundJob) -> None:
     job.finished = timezone.now()
     job.lease_until = None
     job.save(update_fields=["counts", "status", "finished", "lease_until"])
+    metrics.inbound_job_count(source=job.source.name, status=job.status, outcomes=counts)
 
 
 def _job_failed(job: InboundJob, detail: str) -> None:
@@ -483,6 +494,7 @@ def _job_failed(job: InboundJob, detail: str) -> None:
     )
     job.counts = job_counts(job)
     InboundJob.objects.filter(pk=job.pk).update(counts=job.counts)
+    metrics.inbound_job_count(source=job.source.name, status=Status.FAILED, outcomes=job.counts)
 
 
 def job_run_inline(job: InboundJob, *, progress: Any = None) -> InboundJob:
