@@ -472,6 +472,20 @@ def users_create_many(*, actor: Actor, users: Sequence[NewUser]) -> list[User | 
             bulk_sql.insert_many(User, [user for user, _, _ in accepted])
     except IntegrityError:
         raise UniquenessConflict("A userName in the batch was taken meanwhile", field="user_name") from None
+    _insert_new_user_rows(actor, accepted, action="create")
+    return results
+
+
+def _insert_new_user_rows(
+    actor: Actor,
+    accepted: Sequence[tuple[User, dict[str, list[dict[str, Any]]], dict[str, Any]]],
+    *,
+    action: str,
+) -> None:
+    """The rows that go with users just inserted in bulk: their values, `created` events and audit entries.
+
+    `accepted` holds (user, clean values, audit changes) as _prepare_user makes them.
+    """
     bulk_sql.insert_values(
         UserValue,
         [
@@ -491,7 +505,7 @@ def users_create_many(*, actor: Actor, users: Sequence[NewUser]) -> list[User | 
                 "actor_type": actor.type,
                 "actor_id": actor.id,
                 "actor_name": actor.name,
-                "action": "create",
+                "action": action,
                 "object_type": ChangeEvent.ObjectType.USER,
                 "object_id": user.pk,
                 "object_repr": str(user)[:255],
@@ -500,7 +514,6 @@ def users_create_many(*, actor: Actor, users: Sequence[NewUser]) -> list[User | 
             for user, _, changes in accepted
         ],
     )
-    return results
 
 
 def _taken_user_names(names: list[str]) -> set[str]:

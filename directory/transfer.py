@@ -114,21 +114,7 @@ def users_import_many(*, actor: Actor, users: Sequence[ImportedUser]) -> None:
             changes["password"] = [None, services.REDACTED]
         accepted.append((user, values, changes))
     _insert(User, [user for user, _, _ in accepted], "Users")
-    bulk_sql.insert_values(
-        UserValue,
-        [
-            {"user_id": user.pk, "kind": kind, "position": position, **entry}
-            for user, values, _ in accepted
-            for kind, items in values.items()
-            for position, entry in enumerate(items)
-        ],
-    )
-    bulk_sql.insert_values(
-        ChangeEvent, [services._event_fields(user, ChangeEvent.Kind.CREATED) for user, _, _ in accepted]
-    )
-    bulk_sql.insert_values(
-        AuditEntry, [_audit_row(actor, user, "import", changes) for user, _, changes in accepted]
-    )
+    services._insert_new_user_rows(actor, accepted, action="import")
 
 
 def groups_import_many(*, actor: Actor, groups: Sequence[ImportedGroup]) -> None:

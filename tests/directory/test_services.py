@@ -248,6 +248,8 @@ def test_users_update_many_leaves_out_the_items_that_fail_a_check(actor):
     assert [_state(user.pk) for user in users] == before
 
 
+# Set-based on PostgreSQL (one UPDATE from unnest arrays); SQLite has no arrays and saves each user.
+@pytest.mark.postgres
 def test_users_update_many_costs_the_same_statements_for_3_or_30_users(actor):
     def statements(users: list[User]) -> int:
         with CaptureQueriesContext(connection) as captured:

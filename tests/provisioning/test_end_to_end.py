@@ -9,7 +9,6 @@ holding a token made by `create_scim_token`). The test reads each downstream's
 state back over SCIM, polling with a deadline; no sleep is an assertion.
 """
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from directory.models import Group
 from provisioning.models import Delivery, DeliveryAttempt, Target, TargetAssignment, VendorProfile
 from provisioning.services import target_scope_update
 from scim_api.services import scim_client_create
+from tests import processes
 from tests.processes import Processes, database_url
 from tests.provisioning.downstream import TOKEN, scim2_server_process
 
@@ -105,19 +105,11 @@ class Scim:
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` and the last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what} (last: {last!r})\n{_provisioning_state()}")
+    """processes.eventually, with the provisioning state dumped when the deadline passes."""
+    try:
+        return processes.eventually(check, what, timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_provisioning_state()}") from None
 
 
 def _provisioning_state() -> str:

@@ -623,6 +623,8 @@ def test_applying_a_job_costs_a_bounded_number_of_queries_whatever_its_size(hr):
     assert large <= small + 5
 
 
+# Set-based on PostgreSQL only (SQLite, make run's database, updates each user with its own statement).
+@pytest.mark.postgres
 def test_movers_and_leavers_cost_a_bounded_number_of_queries_whatever_their_number(hr):
     def queries_for(records: list[dict]) -> int:
         reply = hr.post("bulkUpload", bulk(*records))
