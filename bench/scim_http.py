@@ -352,9 +352,17 @@ def start_server(
     ]
     # gunicorn's error log and Django's console logging both go to stderr: into
     # one file, shown when a server fails, instead of through the report.
+    # Started from the log folder, not the project: gunicorn reads ./gunicorn.conf.py
+    # from where it starts, and the production one (a worker recycled every
+    # GUNICORN_MAX_REQUESTS requests, an access log) is not what is measured here.
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+            command,
+            env=env,
+            cwd=logdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
         )
     return Server(name=name, port=port, process=process, log=log)
 
