@@ -22,7 +22,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from directory import bulk_sql, extensions, membership_sql
+from directory import bulk_sql, extensions, membership_sql, statistics
 from directory.actors import Actor
 from directory.exceptions import (
     DirectoryError,
@@ -92,6 +92,9 @@ ADDRESS_KEYS: frozenset[str] = frozenset(
     {"formatted", "streetAddress", "locality", "region", "postalCode", "country"}
 )
 REDACTED = "[redacted]"
+
+# The tables a bulk create or update grows; their planner statistics are refreshed after one.
+BULK_WRITTEN = (User, UserValue, ChangeEvent, AuditEntry)
 
 MultiValues = Mapping[str, Sequence[Mapping[str, Any]]]
 _UNSET: Any = object()
@@ -514,6 +517,7 @@ def _insert_new_user_rows(
             for user, _, changes in accepted
         ],
     )
+    statistics.refresh(BULK_WRITTEN)
 
 
 def _taken_user_names(names: list[str]) -> set[str]:
@@ -747,6 +751,8 @@ def users_update_many(*, actor: Actor, updates: Sequence[UserChange]) -> list[Us
         if diff:
             pending.append(_Pending(user=user, changes=changes, diff=diff, values=changed_values))
     _write_updates(actor, pending)
+    if pending:
+        statistics.refresh(BULK_WRITTEN)
     return cast(list[User | DirectoryError], results)  # every item was given its result above
 
 

@@ -23,6 +23,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from directory import services as directory_services
+from directory import statistics
 from directory.actors import Actor
 from directory.correlation import current_request_id, request_id_bound
 from directory.exceptions import DirectoryError
@@ -195,6 +196,8 @@ def job_stage(
     for record in records:
         record.job = job
     InboundRecord.objects.bulk_create(records, batch_size=1000)
+    # The claim looks earlier jobs' records up by key: keep the planner's view of the table current.
+    statistics.refresh([InboundRecord])
     if notify:
         queue.send_on_commit(job.pk)
     return job
@@ -349,7 +352,9 @@ def job_claim(*, source_id: int, job_id: uuid.UUID | None = None) -> InboundJob 
     and records about one person still apply in the order they were sent. With
     `job_id`, that job or nothing.
     """
-    source = InboundSource.objects.select_for_update().filter(pk=source_id).first()
+    # NO KEY UPDATE serializes claimers of a source without blocking uploads, whose new job rows
+    # take a KEY SHARE lock on the source through their foreign key.
+    source = InboundSource.objects.select_for_update(no_key=True).filter(pk=source_id).first()
     if source is None:
         return None
     now = timezone.now()
@@ -388,9 +393,15 @@ def _waits_for(source: InboundSource, job_id: uuid.UUID, earlier: list[uuid.UUID
     records = InboundRecord.objects
     if source.has_guard and records.filter(job_id__in=[*earlier, job_id], leaver=True).exists():
         return True
-    mine = records.filter(job_id=job_id).order_by()
-    named = mine.exclude(key="").values("key").union(mine.exclude(manager_key="").values("manager_key"))
-    return records.filter(job_id__in=earlier, key__in=named).exists()
+    # The names are read first and passed as a list: as one query with a subquery, the planner
+    # (which sees a new job's id as rare) nested a thousand-row loop inside another.
+    named = {
+        name
+        for pair in records.filter(job_id=job_id).values_list("key", "manager_key")
+        for name in pair
+        if name
+    }
+    return bool(named) and records.filter(job_id__in=earlier, key__in=named).exists()
 
 
 def jobs_drain(*, job_id: uuid.UUID | str) -> int:
