@@ -503,8 +503,19 @@ class InboundScheduledActionAdmin(OperatorAuditMixin, admin.ModelAdmin):
     search_fields = ["=user__id", "user__user_name", "user__employee_number"]
     list_select_related = ["user", "source"]
     ordering = ["due"]
-    readonly_fields = ["source", "user", "action", "due", "state", "record", "created", "done", "detail"]
-    actions = ["cancel"]
+    readonly_fields = [
+        "source",
+        "user",
+        "action",
+        "due",
+        "state",
+        "record",
+        "created",
+        "done",
+        "detail",
+        "approved_by",
+    ]
+    actions = ["approve", "cancel"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -512,7 +523,19 @@ class InboundScheduledActionAdmin(OperatorAuditMixin, admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
 
-    @admin.action(description="Cancel the selected pending actions", permissions=["change"])
+    @admin.action(
+        description="Approve the selected held disables (applied at the next run)", permissions=["change"]
+    )
+    def approve(self, request: HttpRequest, queryset: QuerySet[InboundScheduledAction]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        count = services.scheduled_actions_approve(action_ids=ids, approved_by=request.user.get_username())
+        for action in queryset.model.objects.filter(
+            pk__in=ids, state="pending", approved_by=request.user.get_username()
+        ):
+            self.log_change(request, action, "Approved.")
+        self.message_user(request, f"{count} held action(s) approved.")
+
+    @admin.action(description="Cancel the selected pending or held actions", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[InboundScheduledAction]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         count = services.scheduled_actions_cancel(action_ids=ids, cancelled_by=request.user.get_username())

@@ -694,7 +694,7 @@ def _schedule(ctx: Context, plan: Plan) -> None:
     pending = {
         action.action: action
         for action in InboundScheduledAction.objects.filter(
-            source=ctx.source, user_id=user_id, state=InboundScheduledAction.State.PENDING
+            source=ctx.source, user_id=user_id, state__in=InboundScheduledAction.OPEN
         )
     }
     wanted = dict(plan.schedule)
@@ -708,8 +708,10 @@ def _schedule(ctx: Context, plan: Plan) -> None:
             changed[f"scheduled {action}"] = [None, due.isoformat()]
         elif existing.due != due:
             changed[f"scheduled {action}"] = [existing.due.isoformat(), due.isoformat()]
+            # A held disable moved to another day is weighed again by the guard on that day.
             existing.due, existing.record = due, plan.record
-            existing.save(update_fields=["due", "record"])
+            existing.state, existing.detail = InboundScheduledAction.State.PENDING, ""
+            existing.save(update_fields=["due", "record", "state", "detail"])
     for action in plan.cancel:
         existing = pending.get(action)
         if existing is not None and action not in wanted:

@@ -321,9 +321,14 @@ class InboundScheduledAction(models.Model):
 
     class State(models.TextChoices):
         PENDING = "pending"
+        # Due disables the guard stopped on their day; an operator approves (back to pending) or cancels.
+        HELD = "held", "held by the guard"
         DONE = "done"
         CANCELLED = "cancelled"
         FAILED = "failed"
+
+    # States of an action not yet done, cancelled or failed.
+    OPEN = (State.PENDING, State.HELD)
 
     id = models.BigAutoField(primary_key=True)
     source = models.ForeignKey(InboundSource, on_delete=models.CASCADE, related_name="scheduled_actions")
@@ -339,15 +344,17 @@ class InboundScheduledAction(models.Model):
     created = models.DateTimeField(default=now, editable=False)
     done = models.DateTimeField(null=True, blank=True)
     detail = models.TextField(blank=True, default="")
+    # Who let a held disable through: approved actions are not counted by the guard again.
+    approved_by = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         verbose_name = "scheduled inbound action"
         ordering = ["due", "id"]
         constraints = [
-            # One pending enable and one pending disable per person and source: a newer record moves it.
+            # One open (pending or held) enable and disable per person and source: a newer record moves it.
             models.UniqueConstraint(
                 fields=["source", "user", "action"],
-                condition=Q(state="pending"),
+                condition=Q(state__in=["pending", "held"]),
                 name="scim_api_inboundaction_one_pending",
             )
         ]

@@ -244,9 +244,16 @@ def _norm_keys(config: transform.CompiledSource, records: Iterable[InboundRecord
 # --- the guard --------------------------------------------------------------------------------
 
 
-def _population(ctx: engine.Context) -> int:
+def _population(config: transform.CompiledSource) -> int:
     """What the guard's percentages are of: the users this source can match."""
-    return ctx.config.matchable(User.objects.all()).count()
+    return config.matchable(User.objects.all()).count()
+
+
+def _leavers_applied(source: InboundSource, since: datetime) -> int:
+    """The users this source's records disabled or deleted since `since`."""
+    return InboundRecord.objects.filter(
+        job__source=source, outcome__in=[Outcome.DISABLED, Outcome.DELETED], applied__gte=since
+    ).count()
 
 
 def _over(count: int, limit: int | None, percent: float | None, base: int, what: str) -> str:
@@ -271,7 +278,7 @@ def _guard_holds(ctx: engine.Context, leavers: list[InboundRecord]) -> tuple[lis
         InboundScheduledAction.objects.filter(
             source=source,
             action=InboundScheduledAction.Action.DISABLE,
-            state=InboundScheduledAction.State.PENDING,
+            state__in=InboundScheduledAction.OPEN,
             user_id__in=[user.pk for found in users.values() for user in found],
         ).values_list("user_id", flat=True)
     )
@@ -285,11 +292,9 @@ def _guard_holds(ctx: engine.Context, leavers: list[InboundRecord]) -> tuple[lis
     ]
     if not counted:
         return [], ""
-    base = _population(ctx)
+    base = _population(ctx.config)
     since = timezone.now() - HOUR
-    recent = InboundRecord.objects.filter(
-        job__source=source, outcome__in=[Outcome.DISABLED, Outcome.DELETED], applied__gte=since
-    ).count()
+    recent = _leavers_applied(source, since)
     # Disables (or deletes) this source scheduled in the hour count as that hour's leavers too.
     recent += (
         InboundScheduledAction.objects.filter(
@@ -585,8 +590,12 @@ def _recount(job_id: uuid.UUID) -> None:
 
 
 def scheduled_actions_apply(*, now: datetime | None = None, limit: int = 1000) -> int:
-    """Apply the enables and disables that are due; returns how many were done."""
+    """Apply the enables and disables that are due; returns how many were done.
+
+    The guard weighs each source's due disables again first (_hold_due_disables).
+    """
     now = now or timezone.now()
+    _hold_due_disables(now)
     due = list(
         InboundScheduledAction.objects.filter(state=InboundScheduledAction.State.PENDING, due__lte=now)
         .order_by("due", "id")
@@ -619,7 +628,7 @@ def scheduled_actions_apply(*, now: datetime | None = None, limit: int = 1000) -
                 done += 1
             except DirectoryError as exc:
                 action.state, action.detail = InboundScheduledAction.State.FAILED, str(exc)
-            action.done = timezone.now()
+            action.done = now  # the run's clock: the guard's hourly window counts from it
             if action.state == InboundScheduledAction.State.DONE and action.detail.startswith("Deleted"):
                 # The user row is gone, and this row with it (CASCADE): nothing left to save.
                 continue
@@ -627,11 +636,86 @@ def scheduled_actions_apply(*, now: datetime | None = None, limit: int = 1000) -
     return done
 
 
+def _hold_due_disables(now: datetime) -> None:
+    """Hold every due disable of a source whose guard they would break today.
+
+    Each future-dated leaver passed the guard when its record was applied, but leavers sent over
+    weeks can share one termination date: a reorganisation announced in small batches, or an HR
+    export gone wrong. On the day they all come due together, so the guard weighs them again, as
+    one job of that source's due disables, added to its leavers of the last hour. Approved ones
+    (an operator let them through) are not weighed again.
+    """
+    due = (
+        InboundScheduledAction.objects.filter(
+            state=InboundScheduledAction.State.PENDING,
+            action=InboundScheduledAction.Action.DISABLE,
+            due__lte=now,
+            approved_by="",
+        )
+        .values("source_id")
+        .annotate(n=Count("id"))
+    )
+    for row in due:
+        source = InboundSource.objects.get(pk=row["source_id"])
+        if not source.has_guard:
+            continue
+        reason = _over_on_the_day(source, row["n"], now)
+        if reason:
+            InboundScheduledAction.objects.filter(
+                source=source,
+                state=InboundScheduledAction.State.PENDING,
+                action=InboundScheduledAction.Action.DISABLE,
+                due__lte=now,
+                approved_by="",
+            ).update(state=InboundScheduledAction.State.HELD, detail=reason)
+
+
+def _over_on_the_day(source: InboundSource, count: int, now: datetime) -> str:
+    """Why `count` disables of `source` due now break its guard ("" when they do not)."""
+    try:
+        base = _population(transform.compile_source_config(source))
+    except transform.SourceConfigError:
+        base = User.objects.count()  # a source misconfigured since: weigh against everyone
+    since = now - HOUR
+    recent = (
+        _leavers_applied(source, since)
+        + InboundScheduledAction.objects.filter(
+            source=source,
+            action=InboundScheduledAction.Action.DISABLE,
+            state=InboundScheduledAction.State.DONE,
+            done__gte=since,
+        ).count()
+    )
+    reason = _over(
+        count, source.guard_job_max_count, source.guard_job_max_percent, base, "due today"
+    ) or _over(
+        recent + count, source.guard_hour_max_count, source.guard_hour_max_percent, base, "in the last hour"
+    )
+    if not reason:
+        return ""
+    return (
+        f"Held by the guard on its date: {reason}. "
+        "An operator can approve (applied at the next run) or cancel it in the admin."
+    )
+
+
+@transaction.atomic
+def scheduled_actions_approve(*, action_ids: Iterable[int], approved_by: str) -> int:
+    """Let held disables through: pending again, applied at the next run whatever the guard says."""
+    return InboundScheduledAction.objects.filter(
+        pk__in=list(action_ids), state=InboundScheduledAction.State.HELD
+    ).update(
+        state=InboundScheduledAction.State.PENDING,
+        approved_by=approved_by[:255],
+        detail=f"Approved by {approved_by}."[:1000],
+    )
+
+
 @transaction.atomic
 def scheduled_actions_cancel(*, action_ids: Iterable[int], cancelled_by: str) -> int:
-    """Cancel pending effective-dated actions (the users stay as they are); returns how many."""
+    """Cancel pending or held effective-dated actions (the users stay as they are); returns how many."""
     return InboundScheduledAction.objects.filter(
-        pk__in=list(action_ids), state=InboundScheduledAction.State.PENDING
+        pk__in=list(action_ids), state__in=InboundScheduledAction.OPEN
     ).update(
         state=InboundScheduledAction.State.CANCELLED,
         done=timezone.now(),

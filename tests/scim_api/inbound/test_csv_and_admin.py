@@ -5,6 +5,7 @@ import re
 from http import HTTPStatus
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -314,3 +315,25 @@ def test_scheduled_actions_are_listed_and_can_be_cancelled(admin_client_logged_i
 
     action.refresh_from_db()
     assert (action.state, action.detail) == ("cancelled", "Cancelled by operator.")
+
+
+def test_held_disables_can_be_approved_in_the_admin(admin_client_logged_in, uploader, hr_source):
+    source = hr_source[0]
+    source.termination_date_source = "urn:contoso:employee:TerminationDate"
+    source.save()
+    uploader.run(worker_record("1"))
+    record = worker_record("1")
+    record["urn:contoso:employee"] = {"TerminationDate": "2999-01-01"}
+    uploader.run(record)
+    action = InboundScheduledAction.objects.get()
+    action.state, action.detail = "held", "Held by the guard on its date."
+    action.save()
+    url = reverse("admin:scim_api_inboundscheduledaction_changelist")
+
+    assert "held by the guard" in admin_client_logged_in.get(url + "?state__exact=held").content.decode()
+    admin_client_logged_in.post(url, {"action": "approve", "_selected_action": [str(action.pk)]})
+
+    action.refresh_from_db()
+    assert (action.state, action.approved_by) == ("pending", "operator")
+    assert action.detail == "Approved by operator."
+    assert LogEntry.objects.filter(object_id=str(action.pk), change_message="Approved.").exists()

@@ -306,3 +306,88 @@ def test_a_scheduled_departure_counts_once_not_again_when_the_record_is_sent_aga
     again = uploader.run(_dated("0", ends=ends), _dated("1", ends=_iso(timedelta(days=5))))
 
     assert outcomes(again) == ["unchanged", "updated"]
+
+
+# --- the guard on the termination date ----------------------------------------------------------
+
+
+def _leavers_sent_apart(uploader, dated, count: int, ends: str) -> None:  # type: ignore[no-untyped-def]
+    """`count` future leavers sharing a date, one job each: each job passes a guard of one per job."""
+    uploader.run(*[_dated(str(n)) for n in range(count + 2)])
+    _configure(dated, guard_job_max_count=1)
+    for n in range(count):
+        assert outcomes(uploader.run(_dated(str(n), ends=ends))) == ["updated"]
+
+
+def test_disables_that_come_due_together_beyond_the_guard_are_held_on_the_day(uploader, dated):
+    _leavers_sent_apart(uploader, dated, 3, _iso(timedelta(days=3)))
+
+    assert services.scheduled_actions_apply(now=timezone.now() + timedelta(days=4)) == 0
+
+    assert User.objects.filter(active=False).count() == 0
+    actions = InboundScheduledAction.objects.order_by("id")
+    assert [action.state for action in actions] == ["held"] * 3
+    assert actions[0].detail == (
+        "Held by the guard on its date: 3 leavers due today would exceed the limit of 1. "
+        "An operator can approve (applied at the next run) or cancel it in the admin."
+    )
+    # Held stays held: the next run neither applies them nor counts them again.
+    assert services.scheduled_actions_apply(now=timezone.now() + timedelta(days=4)) == 0
+
+
+def test_approved_held_disables_apply_at_the_next_run_and_cancelled_ones_never(uploader, dated):
+    _leavers_sent_apart(uploader, dated, 3, _iso(timedelta(days=3)))
+    later = timezone.now() + timedelta(days=4)
+    services.scheduled_actions_apply(now=later)
+    first, second, third = InboundScheduledAction.objects.order_by("id")
+
+    assert services.scheduled_actions_approve(action_ids=[first.pk, second.pk], approved_by="op") == 2
+    assert services.scheduled_actions_cancel(action_ids=[third.pk], cancelled_by="op") == 1
+    assert services.scheduled_actions_apply(now=later) == 2
+
+    states = dict(InboundScheduledAction.objects.values_list("pk", "state"))
+    assert states == {first.pk: "done", second.pk: "done", third.pk: "cancelled"}
+    assert sorted(User.objects.filter(active=False).values_list("employee_number", flat=True)) == ["0", "1"]
+    assert InboundScheduledAction.objects.get(pk=first.pk).approved_by == "op"
+
+
+def test_the_hourly_guard_on_the_day_counts_the_disables_done_in_the_last_hour(uploader, dated):
+    uploader.run(*[_dated(str(n)) for n in range(4)])
+    _configure(dated, guard_hour_max_count=2)
+    day = timezone.now().replace(microsecond=0) + timedelta(days=3)
+    assert outcomes(uploader.run(_dated("0", ends=day.isoformat()), _dated("1", ends=day.isoformat()))) == [
+        "updated",
+        "updated",
+    ]
+    # Decided more than an hour ago: the hourly guard no longer counts them when "2" is decided.
+    InboundScheduledAction.objects.update(created=timezone.now() - timedelta(hours=2))
+    assert outcomes(uploader.run(_dated("2", ends=(day + timedelta(minutes=30)).isoformat()))) == ["updated"]
+
+    assert services.scheduled_actions_apply(now=day + timedelta(minutes=1)) == 2  # two: within the limit
+    assert services.scheduled_actions_apply(now=day + timedelta(minutes=31)) == 0
+
+    third = InboundScheduledAction.objects.get(user__employee_number="2")
+    assert third.state == "held"
+    assert "3 leavers in the last hour would exceed the limit of 2" in third.detail
+    assert User.objects.filter(active=False).count() == 2
+
+
+def test_a_held_disable_moved_to_another_date_is_pending_again(uploader, dated):
+    _leavers_sent_apart(uploader, dated, 2, _iso(timedelta(days=3)))
+    services.scheduled_actions_apply(now=timezone.now() + timedelta(days=4))
+    moved = _iso(timedelta(days=30))
+    _configure(dated, guard_job_max_count=None)
+
+    assert outcomes(uploader.run(_dated("0", ends=moved))) == ["updated"]
+
+    action = InboundScheduledAction.objects.get(user__employee_number="0")
+    assert (action.state, action.due.isoformat(), action.detail) == ("pending", moved, "")
+    assert InboundScheduledAction.objects.get(user__employee_number="1").state == "held"
+
+
+def test_a_source_without_a_guard_applies_every_due_disable(uploader, dated):
+    _leavers_sent_apart(uploader, dated, 3, _iso(timedelta(days=3)))
+    _configure(dated, guard_job_max_count=None)
+
+    assert services.scheduled_actions_apply(now=timezone.now() + timedelta(days=4)) == 3
+    assert User.objects.filter(active=False).count() == 3
