@@ -23,7 +23,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -404,21 +404,44 @@ def check_unique(
     in case a racing writer takes the value first and the unique index refuses).
     """
     changed_any = False
+    for schema, attribute, value in _changed_unique(resource_type, extensions, current):
+        changed_any = True
+        others = _model(resource_type).objects.filter(_same_value(schema.urn, attribute, value))
+        if exclude is not None:
+            others = others.exclude(pk=exclude)
+        if others.exists():
+            raise UniquenessConflict(
+                f"{_label(schema, attribute)} {value!r} is already taken", field=_label(schema, attribute)
+            )
+    return changed_any
+
+
+def unique_claims(
+    resource_type: str, extensions: Mapping[str, Any], *, current: Mapping[str, Any] | None
+) -> list[tuple[str, Any, Any]]:
+    """(attribute label, value as compared, value) of each unique value `extensions` changes.
+
+    Two claims with the same label and compared value are the same value to the unique index:
+    what a dry run needs to find two records of one batch taking one value.
+    """
+    claims = []
+    for schema, attribute, value in _changed_unique(resource_type, extensions, current):
+        compared = value
+        if isinstance(value, str) and not attribute.case_exact and attribute.type in STRING_TYPES:
+            compared = value.lower()
+        claims.append((_label(schema, attribute), compared, value))
+    return claims
+
+
+def _changed_unique(
+    resource_type: str, extensions: Mapping[str, Any], current: Mapping[str, Any] | None
+) -> Iterator[tuple[SchemaDefinition, AttributeDefinition, Any]]:
     for schema in definitions().for_type(resource_type):
         new, old = _object(extensions, schema.urn), _object(current, schema.urn)
         for attribute in schema.attributes:
             value = new.get(attribute.name)
-            if not attribute.unique or value is None or value == old.get(attribute.name):
-                continue
-            changed_any = True
-            others = _model(resource_type).objects.filter(_same_value(schema.urn, attribute, value))
-            if exclude is not None:
-                others = others.exclude(pk=exclude)
-            if others.exists():
-                raise UniquenessConflict(
-                    f"{_label(schema, attribute)} {value!r} is already taken", field=_label(schema, attribute)
-                )
-    return changed_any
+            if attribute.unique and value is not None and value != old.get(attribute.name):
+                yield schema, attribute, value
 
 
 def conflict_from(error: IntegrityError) -> UniquenessConflict | None:

@@ -87,6 +87,8 @@ class Context:
     # Every key of the job: a manager reference to one of them resolves once its record is applied.
     job_keys: frozenset[str] = frozenset()
     virtual: dict[str, Virtual] = field(default_factory=dict)
+    # Dry runs: unique extension values (label, value as compared) taken by earlier records -> their key.
+    claimed: dict[tuple[str, Any], str] = field(default_factory=dict)
 
     @property
     def source(self) -> InboundSource:
@@ -745,6 +747,8 @@ def _simulate(ctx: Context, plans: list[Plan]) -> None:
                 now=ctx.now,
             )
             continue
+        if not _unique_extensions_free(ctx, plan, None):
+            continue
         taken.add(name.lower())
         user = User(**{k: v for k, v in plan.fields.items() if k != "manager_id"})
         user.manager_id = plan.fields.get("manager_id")
@@ -753,6 +757,8 @@ def _simulate(ctx: Context, plans: list[Plan]) -> None:
         _finish(ctx, plan, None)
         _note_schedule(plan)
     for plan in plans:
+        if plan.action == "update" and not _unique_extensions_free(ctx, plan, plan.current):
+            continue
         if plan.action in ("update", "noop", "delete"):
             _finish(ctx, plan, plan.current)
             _note_schedule(plan)
@@ -768,6 +774,31 @@ def _simulate(ctx: Context, plans: list[Plan]) -> None:
             plan.record.warnings.append(
                 f"Manager {plan.desired.manager_key!r} would not be created (its record fails)."
             )
+
+
+def _unique_extensions_free(ctx: Context, plan: Plan, current: User | None) -> bool:
+    """Whether the unique extension values a dry-run record sets are free; fails the record if not.
+
+    As the real run would find them: taken by a user in the directory, or by an earlier record
+    of the same dry run.
+    """
+    given = plan.fields.get("extensions")
+    if not given:
+        return True
+    before = current.extensions if current is not None else None
+    try:
+        extensions.check_unique("user", given, current=before, exclude=current.pk if current else None)
+        claims = extensions.unique_claims("user", given, current=before)
+        for label, compared, value in claims:
+            owner = ctx.claimed.get((label, compared))
+            if owner is not None and owner != plan.record.key:
+                raise UniquenessConflict(f"{label} {value!r} is already taken", field=label)
+    except DirectoryError as exc:
+        fail(plan.record, exc, now=ctx.now)
+        return False
+    for label, compared, _ in claims:
+        ctx.claimed[(label, compared)] = plan.record.key
+    return True
 
 
 def _note_schedule(plan: Plan) -> None:

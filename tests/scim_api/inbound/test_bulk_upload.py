@@ -990,3 +990,40 @@ def test_job_rows_keep_each_record_as_sent(uploader):
     record = InboundRecord.objects.get(job=job_row(job))
     assert record.data == worker_record("1")
     assert record.applied is not None
+
+
+def test_a_dry_run_finds_unique_extension_values_taken_as_the_real_run_would(hr, uploader, hr_source):
+    directory_services.extension_schema_create(
+        actor=Actor.system(),
+        urn="urn:contoso:hr:1.0:User",
+        name="Contoso HR",
+        resource_type="user",
+        attributes=[{"name": "badge", "type": "string", "uniqueness": "server"}],
+    )
+    source = hr_source[0]
+    source.mappings = [{"target": "urn:contoso:hr:1.0:User:badge", "source": "urn:contoso:employee:badge"}]
+    source.save()
+
+    def badged(key: str, badge: str) -> dict:  # type: ignore[type-arg]
+        record = worker_record(key)
+        record["urn:contoso:employee"] = {"badge": badge}
+        return record
+
+    uploader.run(badged("1", "B-1"), badged("2", "B-2"))
+    records = [
+        badged("2", "B-2"),  # its own value: unchanged
+        badged("3", "b-1"),  # a new person taking someone's value (not caseExact: the same)
+        badged("2", "B-9"),  # the same person again: applied after the others, B-9 is taken by then
+        badged("4", "B-9"),  # a joiner taking a free value
+        badged("1", "B-5"),  # a mover to a free value
+    ]
+
+    dry = hr.post("bulkUpload?dryRun=true", bulk(*records)).body
+    real = uploader.run(*records)
+
+    expected = ["unchanged", "failed", "failed", "created", "updated"]
+    assert (outcomes(dry), outcomes(real)) == (expected, expected)
+    for reply in (dry, real):
+        assert [reply["operations"][i]["error"]["scimType"] for i in (1, 2)] == ["uniqueness", "uniqueness"]
+    assert "'B-9' is already taken" in dry["operations"][2]["error"]["detail"]
+    assert "'b-1' is already taken" in dry["operations"][1]["error"]["detail"]
