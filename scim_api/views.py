@@ -42,7 +42,9 @@ from scim_api.schema import (
     LIST_RESPONSE,
     SEARCH_REQUEST,
     USER,
+    Attribute,
     ResourceType,
+    Schema,
     UnknownAttribute,
     get_registry,
 )
@@ -694,6 +696,16 @@ class DiscoveryView(ScimAPIView):
     permission_classes: list[Any] = []
     throttle_classes: list[Any] = []
 
+    def _inbound_source(self, request: Request) -> InboundSource | None:
+        """The inbound source whose token came with the request, if one did (discovery needs none)."""
+        try:
+            found = ScimTokenAuthentication().authenticate(request)
+        except AuthenticationFailed:
+            return None
+        if found is None:
+            return None
+        return InboundSource.objects.filter(client=found[0]).first()
+
 
 _SEARCH_KEYS = (
     "attributes",
@@ -842,8 +854,51 @@ class BulkView(ScimAPIView):
 
 # The extension of /ServiceProviderConfig that advertises inbound provisioning's bulkUpload limits
 # (RFC 7644 has no bulkUpload). Only a request carrying an inbound source's token gets it, with that
-# source's limits: strict SCIM clients refuse attributes the RFC does not define in this resource.
+# source's limits, and its description in /Schemas: strict SCIM clients refuse attributes the RFC
+# does not define in this resource.
 INBOUND_CONFIG_SCHEMA = "urn:directory:params:scim:schemas:extension:inbound:1.0:ServiceProviderConfig"
+INBOUND_CONFIG = Schema(
+    INBOUND_CONFIG_SCHEMA,
+    "InboundProvisioningConfig",
+    "Limits of inbound provisioning (Entra-style API-driven bulkUpload) for the source whose token asks.",
+    (
+        Attribute(
+            "bulkUpload",
+            "complex",
+            mutability="readOnly",
+            description="The bulkUpload endpoints of the asking source and their limits.",
+            sub_attributes=(
+                Attribute("supported", "boolean", mutability="readOnly", description="Always true."),
+                Attribute(
+                    "endpoint",
+                    "reference",
+                    mutability="readOnly",
+                    reference_types=("uri",),
+                    description="POST a BulkRequest here; the source is found from the token.",
+                ),
+                Attribute(
+                    "sourceEndpoint",
+                    "reference",
+                    mutability="readOnly",
+                    reference_types=("uri",),
+                    description="The same, naming the source in the URL.",
+                ),
+                Attribute(
+                    "maxOperations",
+                    "integer",
+                    mutability="readOnly",
+                    description="Most operations one request may carry.",
+                ),
+                Attribute(
+                    "maxPayloadSize",
+                    "integer",
+                    mutability="readOnly",
+                    description="Largest request body, in bytes.",
+                ),
+            ),
+        ),
+    ),
+)
 
 
 class ServiceProviderConfigView(DiscoveryView):
@@ -903,16 +958,6 @@ class ServiceProviderConfigView(DiscoveryView):
             }
         return Response(body, content_type=SCIM_CONTENT_TYPE)
 
-    def _inbound_source(self, request: Request) -> InboundSource | None:
-        """The inbound source whose token came with the request, if one did (discovery needs none)."""
-        try:
-            found = ScimTokenAuthentication().authenticate(request)
-        except AuthenticationFailed:
-            return None
-        if found is None:
-            return None
-        return InboundSource.objects.filter(client=found[0]).first()
-
 
 def _list_response(resources: list[dict[str, Any]]) -> dict[str, Any]:
     return {
@@ -939,10 +984,13 @@ class ResourceTypesView(DiscoveryView):
 class SchemasView(DiscoveryView):
     def get(self, request: Request, schema_id: str | None = None) -> Response:
         registry = get_registry()
+        schemas = list(registry.schemas.values())
+        if self._inbound_source(request) is not None:
+            schemas.append(INBOUND_CONFIG)
         if schema_id is None:
-            documents = [schema.to_scim(self.base_url) for schema in registry.schemas.values()]
+            documents = [schema.to_scim(self.base_url) for schema in schemas]
             return Response(_list_response(documents), content_type=SCIM_CONTENT_TYPE)
-        schema = registry.schema(schema_id)
+        schema = next((schema for schema in schemas if schema.id.lower() == schema_id.lower()), None)
         if schema is None:
             raise ScimError(f"No schema {schema_id!r}", status=404)
         return Response(schema.to_scim(self.base_url), content_type=SCIM_CONTENT_TYPE)

@@ -509,6 +509,25 @@ def test_service_provider_config_advertises_a_sources_bulk_upload_limits_to_its_
     assert hr.get("ServiceProviderConfig").body[extension]["bulkUpload"]["maxOperations"] == 75
 
 
+def test_the_inbound_configuration_extension_is_described_in_schemas_for_a_sources_token(hr, anonymous):
+    extension = "urn:directory:params:scim:schemas:extension:inbound:1.0:ServiceProviderConfig"
+
+    listed = {schema["id"]: schema for schema in hr.get("Schemas").body["Resources"]}
+    described = hr.get(f"Schemas/{extension}").body
+
+    assert described == listed[extension]
+    assert described["meta"]["location"] == f"http://testserver/scim/v2/Schemas/{extension}"
+    (bulk_upload,) = described["attributes"]
+    assert bulk_upload["name"] == "bulkUpload"
+    config = hr.get("ServiceProviderConfig").body[extension]["bulkUpload"]
+    subs = {sub["name"]: sub["type"] for sub in bulk_upload["subAttributes"]}
+    assert set(subs) == set(config)  # every advertised key is described, and nothing else
+    assert subs["maxOperations"] == "integer"
+    # Not to anyone else: strict clients check the list against what they know.
+    assert extension not in {schema["id"] for schema in anonymous.get("Schemas").body["Resources"]}
+    assert anonymous.get(f"Schemas/{extension}").status == HTTPStatus.NOT_FOUND
+
+
 def test_credentials(client, anonymous, hr_source):
     plain_client, plain_token = scim_client_create(name="Just a SCIM client")
 
