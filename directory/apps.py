@@ -24,4 +24,7 @@ class DirectoryConfig(AppConfig):
         # uses UPPER() on PostgreSQL and would not use them.
         CharField.register_lookup(Lower)
         TextField.register_lookup(Lower)
+        from directory import json_codec
+
+        json_codec.install()
         post_migrate.connect(_sync_roles, sender=self, dispatch_uid="directory.sync_roles")
