@@ -64,6 +64,11 @@ def main() -> None:
     parser.add_argument("--dump", metavar="FILE", help="save the cProfile statistics to FILE")
     parser.add_argument("--repeat", type=int, default=5, help="rounds of N requests with --no-profile")
     parser.add_argument(
+        "--client",
+        default="bench-profile",
+        help="SCIM client to profile as; each run rotates its token, so two runs side by side need two",
+    )
+    parser.add_argument(
         "--log-level", default="WARNING", help="LOG_LEVEL (INFO writes the per-request log line to stderr)"
     )
     args = parser.parse_args()
@@ -88,9 +93,9 @@ def main() -> None:
     from scim_api.models import ScimClient
     from scim_api.services import scim_client_create, scim_client_rotate
 
-    client = ScimClient.objects.filter(name="bench-profile").first()
+    client = ScimClient.objects.filter(name=args.client).first()
     if client is None:
-        client, token = scim_client_create(name="bench-profile")
+        client, token = scim_client_create(name=args.client)
     else:
         client, token = scim_client_rotate(client_id=client.pk)
     # Counted by the rate limiter like any client, but never limited.
