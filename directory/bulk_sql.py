@@ -273,21 +273,32 @@ def insert_per_row(
     Columns named in `computed` (attnames) take that SQL expression, which may
     read `source`'s columns, instead of the object's value.
     """
-    computed = computed or {}
-    plan = _plan(type(obj))
-    for field in plan.fields:
+    statement, readers = _per_row_statement(type(obj), source, tuple((computed or {}).items()))
+    for field in _plan(type(obj)).fields:
         field.pre_save(obj, add=True)
+    return statement, [read(obj) for read in readers]
+
+
+@functools.cache
+def _per_row_statement(
+    model: type[models.Model], source: str, computed: tuple[tuple[str, str], ...]
+) -> tuple[str, list[Callable[[models.Model], Any]]]:
+    # Built once per shape: the text (and the field types it casts to) is the same for
+    # every row of a model written from the same source, only the parameters differ.
+    expressions_of = dict(computed)
+    plan = _plan(model)
     expressions: list[str] = []
-    params: list[Any] = []
+    readers: list[Callable[[models.Model], Any]] = []
     for field, read in zip(plan.fields, plan.readers, strict=True):
-        if field.attname in computed:
-            expressions.append(computed[field.attname])
+        if field.attname in expressions_of:
+            expressions.append(expressions_of[field.attname])
         else:
             expressions.append(f"%s::{_cast(field)}")
-            params.append(read(obj))
-    table = connection.ops.quote_name(type(obj)._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in plan.fields)
-    return f"INSERT INTO {table} ({columns}) SELECT {', '.join(expressions)} FROM {source}", params
+            readers.append(read)
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in plan.fields)
+    return f"INSERT INTO {table} ({columns}) SELECT {', '.join(expressions)} FROM {source}", readers
 
 
 def run_together(
