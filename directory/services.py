@@ -369,12 +369,13 @@ def user_create(
     extensions.check_unique("user", user.extensions, current=None, exclude=None)
     if _in_one_statement():
         records = [
-            *_value_rows(user, clean_values),
             ChangeEvent(**_event_fields(user, ChangeEvent.Kind.CREATED)),
             _audit_row(actor, "create", user, changes),
         ]
         with _uniqueness_as_conflict(user, field="user_name", label="userName"):
-            bulk_sql.write_with_records(bulk_sql.returning_insert(user), records)
+            bulk_sql.write_with_records(
+                bulk_sql.returning_insert(user), records, rows=(UserValue, _value_rows(user, clean_values))
+            )
         user._state.adding = False
         user._state.db = connection.alias
         return user

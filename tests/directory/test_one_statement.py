@@ -73,7 +73,13 @@ def test_user_create_is_one_statement_with_the_same_records() -> None:
             user_name=f"{tag}@example.com",
             display_name=tag,
             title="Engineer",
-            values={"emails": [{"value": f"{tag}@example.com", "type": "work", "primary": True}]},
+            values={
+                "emails": [
+                    {"value": f"{tag}@example.com", "type": "work", "primary": True},
+                    {"value": f"{tag}.home@example.com", "display": "Zoë \"Home\" \\ ✓", "type": "home"},
+                ],
+                "addresses": [{"type": "work", "address": {"locality": "Zürich", "postalCode": "8001"}}],
+            },
         ).pk
 
     (captured, fast), locked = _both_ways(create)
@@ -82,9 +88,26 @@ def test_user_create_is_one_statement_with_the_same_records() -> None:
     assert fast[0] == [("user", "created", 1, "", None, None)]
     user = User.objects.get(user_name="fast@example.com")
     assert (user.title, user.version) == ("Engineer", 1)
-    assert list(UserValue.objects.filter(user=user).values_list("kind", "value", "primary")) == [
-        ("emails", "fast@example.com", True)
-    ]
+    columns = ("kind", "position", "value", "display", "type", "primary", "address")
+    values = list(UserValue.objects.filter(user=user).order_by("kind", "position").values_list(*columns))
+    assert values[1] == ("emails", 0, "fast@example.com", "", "work", True, {})
+    assert values[2][3] == 'Zoë "Home" \\ ✓'
+    assert _renamed(values, "fast") == _renamed(
+        list(
+            UserValue.objects.filter(user__user_name="locked@example.com")
+            .order_by("kind", "position")
+            .values_list(*columns)
+        ),
+        "locked",
+    )
+
+
+def test_user_create_without_values_is_one_statement() -> None:
+    with CaptureQueriesContext(connection) as captured:
+        user = services.user_create(actor=ACTOR, user_name="bare@example.com")
+    assert len(captured) == 1, [q["sql"] for q in captured]
+    assert not UserValue.objects.filter(user=user).exists()
+    assert ChangeEvent.objects.filter(object_id=user.pk, kind="created").count() == 1
 
 
 def test_a_taken_user_name_is_a_conflict_and_writes_nothing() -> None:
