@@ -76,7 +76,7 @@ def test_user_create_is_one_statement_with_the_same_records() -> None:
             values={
                 "emails": [
                     {"value": f"{tag}@example.com", "type": "work", "primary": True},
-                    {"value": f"{tag}.home@example.com", "display": "Zoë \"Home\" \\ ✓", "type": "home"},
+                    {"value": f"{tag}.home@example.com", "display": 'Zoë "Home" \\ ✓', "type": "home"},
                 ],
                 "addresses": [{"type": "work", "address": {"locality": "Zürich", "postalCode": "8001"}}],
             },
