@@ -147,6 +147,18 @@ def user_memberships(*, user_ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, 
         return [(_to_uuid(u), _to_uuid(g), name, bool(direct)) for u, g, name, direct in cursor.fetchall()]
 
 
+def _uuid_array(ids: Sequence[uuid.UUID]) -> tuple[str, object]:
+    """SQL for an array of `ids` and its parameter, in the form PostgreSQL plans best once prepared.
+
+    A prepared statement's generic plan takes an array parameter to hold about ten
+    elements, so PostgreSQL would plan the usual single member anew on every call;
+    an array of one parameter it knows holds one, and keeps the generic plan.
+    """
+    if len(ids) == 1:
+        return "ARRAY[%s::uuid]", ids[0]
+    return "%s::uuid[]", list(ids)
+
+
 @dataclass(frozen=True)
 class MembersRecorded:
     """What change_members_recorded did."""
@@ -180,27 +192,29 @@ def change_members_recorded(
         raise ValueError("Nesting groups is not done in one statement")
     table, users, groups = Membership._meta.db_table, User._meta.db_table, Group._meta.db_table
     now = timezone.now()
+    user_array, user_param = _uuid_array(user_ids)
     if add:
         # All or nothing: when an id is no user the statement writes nothing, and the
         # caller reports the error (one statement has no transaction to roll back).
         found: list[bulk_sql.Part] = [
-            ("found", f"SELECT count(*) AS users FROM {users} WHERE id = ANY(%s::uuid[])", [list(user_ids)])
+            ("found", f"SELECT count(*) AS users FROM {users} WHERE id = ANY({user_array})", [user_param])
         ]
         change = (
             f"INSERT INTO {table} (group_id, member_user_id, created) "
-            f"SELECT %s, member.id, %s FROM {users} member WHERE member.id = ANY(%s::uuid[]) "
+            f"SELECT %s, member.id, %s FROM {users} member WHERE member.id = ANY({user_array}) "
             f"AND (SELECT users FROM found) = %s "
             f"ON CONFLICT DO NOTHING RETURNING member_user_id, member_group_id"
         )
-        change_params: list[object] = [group.pk, now, list(user_ids), len(user_ids)]
+        change_params: list[object] = [group.pk, now, user_param, len(user_ids)]
     else:
         found = []
+        group_array, group_param = _uuid_array(group_ids)
         change = (
             f"DELETE FROM {table} WHERE group_id = %s "
-            f"AND (member_user_id = ANY(%s::uuid[]) OR member_group_id = ANY(%s::uuid[])) "
+            f"AND (member_user_id = ANY({user_array}) OR member_group_id = ANY({group_array})) "
             f"RETURNING member_user_id, member_group_id"
         )
-        change_params = [group.pk, list(user_ids), list(group_ids)]
+        change_params = [group.pk, user_param, group_param]
     bump = (
         f"UPDATE {groups} SET version = version + 1, last_modified = %s "
         f"WHERE id = %s AND EXISTS (SELECT 1 FROM changed) RETURNING version"
