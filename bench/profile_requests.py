@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="only time the requests")
     parser.add_argument("--top", type=int, default=45, help="cProfile rows to print")
     parser.add_argument("--dump", metavar="FILE", help="save the cProfile statistics to FILE")
+    parser.add_argument(
+        "--plans", action="store_true", help="list the connection's prepared statements and their plan kinds"
+    )
     parser.add_argument("--repeat", type=int, default=5, help="rounds of N requests with --no-profile")
     parser.add_argument(
         "--client",
@@ -227,6 +230,15 @@ def main() -> None:
         f"CPU {pg[len(pg) // 2]:.3f} ms (median; when /proc shows it)"
         + (" (profiled: slower than real)" if profiler else "")
     )
+    if args.plans:
+        # A statement PostgreSQL keeps planning anew (custom plans only) costs it a plan per request.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT generic_plans, custom_plans, left(statement, 110) FROM pg_prepared_statements "
+                "ORDER BY generic_plans + custom_plans DESC"
+            )
+            for generic, custom, statement in cursor.fetchall():
+                print(f"  prepared: {generic} generic, {custom} custom plans  {statement}")
     if args.scenario in ("group_add",) and big is not None:
         from directory import services
         from directory.actors import Actor

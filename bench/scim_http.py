@@ -180,7 +180,7 @@ def remove_spares(group_id: uuid.UUID, spares: Sequence[uuid.UUID]) -> int:
     from directory import services
     from directory.actors import Actor
 
-    return services.membership_remove(actor=Actor.system("bench"), group_id=group_id, user_ids=spares)
+    return services.membership_remove(actor=Actor.system("bench"), group_id=group_id, user_ids=spares).count
 
 
 def delete_posted_users() -> None:

@@ -15,9 +15,11 @@ IntegrityError, as save() would), auto-increment keys left to the database and
 not read back, no signals (the directory uses none).
 """
 
+import datetime
 import functools
 import json
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -273,21 +275,32 @@ def insert_per_row(
     Columns named in `computed` (attnames) take that SQL expression, which may
     read `source`'s columns, instead of the object's value.
     """
-    computed = computed or {}
-    plan = _plan(type(obj))
-    for field in plan.fields:
+    statement, readers = _per_row_statement(type(obj), source, tuple((computed or {}).items()))
+    for field in _plan(type(obj)).fields:
         field.pre_save(obj, add=True)
+    return statement, [read(obj) for read in readers]
+
+
+@functools.cache
+def _per_row_statement(
+    model: type[models.Model], source: str, computed: tuple[tuple[str, str], ...]
+) -> tuple[str, list[Callable[[models.Model], Any]]]:
+    # Built once per shape: the text (and the field types it casts to) is the same for
+    # every row of a model written from the same source, only the parameters differ.
+    expressions_of = dict(computed)
+    plan = _plan(model)
     expressions: list[str] = []
-    params: list[Any] = []
+    readers: list[Callable[[models.Model], Any]] = []
     for field, read in zip(plan.fields, plan.readers, strict=True):
-        if field.attname in computed:
-            expressions.append(computed[field.attname])
+        if field.attname in expressions_of:
+            expressions.append(expressions_of[field.attname])
         else:
             expressions.append(f"%s::{_cast(field)}")
-            params.append(read(obj))
-    table = connection.ops.quote_name(type(obj)._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in plan.fields)
-    return f"INSERT INTO {table} ({columns}) SELECT {', '.join(expressions)} FROM {source}", params
+            readers.append(read)
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in plan.fields)
+    return f"INSERT INTO {table} ({columns}) SELECT {', '.join(expressions)} FROM {source}", readers
 
 
 def run_together(
@@ -301,17 +314,72 @@ def run_together(
         return cursor.fetchall()
 
 
-def write_with_records(write: tuple[str, list[Any]], records: Sequence[models.Model]) -> bool:
+def _json_value(value: Any) -> Any:
+    # What json.dumps cannot write itself, as the column's text input reads it back exactly.
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} has no JSON form here")
+
+
+def insert_rows_json(
+    model: type[models.Model], objs: Sequence[models.Model], *, source: str
+) -> tuple[str, list[Any]]:
+    """INSERT of new objects' rows, sent as one JSON parameter, once per row of the CTE `source`.
+
+    However many rows, the statement's text is the same, and it takes one
+    parameter: a statement with a few rows of many columns would otherwise vary
+    with the number of rows and pass psycopg's limit on the parameters of a
+    statement whose conversion it caches.
+    """
+    statement, fields = _json_rows_statement(model, source)
+    for obj in objs:
+        for field in fields:
+            field.pre_save(obj, add=True)
+    rows = [{field.column: getattr(obj, field.attname) for field in fields} for obj in objs]
+    return statement, [json.dumps(rows, default=_json_value, ensure_ascii=False)]
+
+
+@functools.cache
+def _json_rows_statement(
+    model: type[models.Model], source: str
+) -> tuple[str, list["models.Field[Any, Any]"]]:
+    fields = _plan(model).fields
+    if any(isinstance(field, models.JSONField) and field.encoder is not None for field in fields):
+        raise ValueError(f"{model.__name__} has a JSON field with its own encoder: not sent as JSON rows")
+    quote = connection.ops.quote_name
+    columns = [quote(field.column) for field in fields]
+    # A JSON field's value is nested JSON, read as jsonb; other columns read the JSON text.
+    types = ["jsonb" if isinstance(field, models.JSONField) else _cast(field) for field in fields]
+    definitions = ", ".join(f"{column} {kind}" for column, kind in zip(columns, types, strict=True))
+    return (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(columns)}) "
+        f"SELECT {', '.join(f'r.{column}' for column in columns)} "
+        f"FROM {source}, jsonb_to_recordset(%s::jsonb) AS r({definitions})"
+    ), fields
+
+
+def write_with_records(
+    write: tuple[str, list[Any]],
+    records: Sequence[models.Model],
+    *,
+    rows: tuple[type[models.Model], Sequence[models.Model]] | None = None,
+) -> bool:
     """Run `write` (returning_insert or returning_update) and insert `records` only if it wrote its row.
 
-    One statement, one round trip. Returns whether the row was written (an
-    update whose version no longer matched writes nothing, records included).
+    `rows` (a model and new objects of it, possibly none) are inserted with it
+    too, as one part whatever their number (insert_rows_json). One statement, one
+    round trip. Returns whether the row was written (an update whose version no
+    longer matched writes nothing, records included).
     """
     parts: list[Part] = [("written", *write)]
+    if rows is not None:
+        parts.append(("rows", *insert_rows_json(rows[0], rows[1], source="written")))
     for position, record in enumerate(records):
         parts.append((f"record_{position}", *insert_per_row(record, source="written")))
     (row,) = run_together(parts, "SELECT count(*) FROM written")
-    for record in records:
+    for record in [*records, *(rows[1] if rows is not None else ())]:
         record._state.adding = False
         record._state.db = connection.alias
     return bool(row[0])

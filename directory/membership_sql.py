@@ -9,6 +9,7 @@ its bound-parameter limit.
 
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from django.db import connection
@@ -146,6 +147,29 @@ def user_memberships(*, user_ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, 
         return [(_to_uuid(u), _to_uuid(g), name, bool(direct)) for u, g, name, direct in cursor.fetchall()]
 
 
+def _uuid_array(ids: Sequence[uuid.UUID]) -> tuple[str, object]:
+    """SQL for an array of `ids` and its parameter, in the form PostgreSQL plans best once prepared.
+
+    A prepared statement's generic plan takes an array parameter to hold about ten
+    elements, so PostgreSQL would plan the usual single member anew on every call;
+    an array of one parameter it knows holds one, and keeps the generic plan.
+    """
+    if len(ids) == 1:
+        return "ARRAY[%s::uuid]", ids[0]
+    return "%s::uuid[]", list(ids)
+
+
+@dataclass(frozen=True)
+class MembersRecorded:
+    """What change_members_recorded did."""
+
+    changed: list[uuid.UUID]  # the members added or removed
+    version: int | None  # the group's version after the statement; None when the group is gone
+    exists: bool  # whether the group still exists
+    # Adding: whether every id was a user (when not, nothing was written).
+    all_users: bool
+
+
 def change_members_recorded(
     *,
     group: Group,
@@ -154,7 +178,7 @@ def change_members_recorded(
     add: bool,
     event: ChangeEvent,
     audit: AuditEntry,
-) -> tuple[list[uuid.UUID], int | None, bool]:
+) -> MembersRecorded:
     """Add users to `group` or remove members from it, bump its version and record it: one statement.
 
     PostgreSQL only (see bulk_sql's "one statement"); ids without repeats. Adding
@@ -162,31 +186,35 @@ def change_members_recorded(
     unless every id is a user. Only the members actually added (or removed) get a
     change event (`event`, one per member, with the new version and the member's
     type) and are listed in the audit entry (`audit`, whose `changes` this fills
-    in); when nothing changed, nothing is written. Returns the members changed,
-    the group's new version (None when nothing changed) and whether the group
-    still exists.
+    in); when nothing changed, nothing is written.
     """
     if add and group_ids:
         raise ValueError("Nesting groups is not done in one statement")
     table, users, groups = Membership._meta.db_table, User._meta.db_table, Group._meta.db_table
     now = timezone.now()
+    user_array, user_param = _uuid_array(user_ids)
     if add:
         # All or nothing: when an id is no user the statement writes nothing, and the
         # caller reports the error (one statement has no transaction to roll back).
+        found: list[bulk_sql.Part] = [
+            ("found", f"SELECT count(*) AS users FROM {users} WHERE id = ANY({user_array})", [user_param])
+        ]
         change = (
             f"INSERT INTO {table} (group_id, member_user_id, created) "
-            f"SELECT %s, member.id, %s FROM {users} member WHERE member.id = ANY(%s::uuid[]) "
-            f"AND (SELECT count(*) FROM {users} WHERE id = ANY(%s::uuid[])) = %s "
+            f"SELECT %s, member.id, %s FROM {users} member WHERE member.id = ANY({user_array}) "
+            f"AND (SELECT users FROM found) = %s "
             f"ON CONFLICT DO NOTHING RETURNING member_user_id, member_group_id"
         )
-        change_params: list[object] = [group.pk, now, list(user_ids), list(user_ids), len(user_ids)]
+        change_params: list[object] = [group.pk, now, user_param, len(user_ids)]
     else:
+        found = []
+        group_array, group_param = _uuid_array(group_ids)
         change = (
             f"DELETE FROM {table} WHERE group_id = %s "
-            f"AND (member_user_id = ANY(%s::uuid[]) OR member_group_id = ANY(%s::uuid[])) "
+            f"AND (member_user_id = ANY({user_array}) OR member_group_id = ANY({group_array})) "
             f"RETURNING member_user_id, member_group_id"
         )
-        change_params = [group.pk, list(user_ids), list(group_ids)]
+        change_params = [group.pk, user_param, group_param]
     bump = (
         f"UPDATE {groups} SET version = version + 1, last_modified = %s "
         f"WHERE id = %s AND EXISTS (SELECT 1 FROM changed) RETURNING version"
@@ -194,6 +222,7 @@ def change_members_recorded(
     verb = "added" if add else "removed"
     user_type, group_type = ChangeEvent.ObjectType.USER.value, ChangeEvent.ObjectType.GROUP.value
     parts: list[bulk_sql.Part] = [
+        *found,
         ("changed", change, change_params),
         ("bumped", bump, [now, group.pk]),
         (
@@ -225,10 +254,18 @@ def change_members_recorded(
             ),
         ),
     ]
-    ((changed, version, exists),) = bulk_sql.run_together(
+    # The group's own row as this statement's snapshot sees it: before the bump, or
+    # nothing when the group is gone.
+    ((changed, bumped, current, users_found),) = bulk_sql.run_together(
         parts,
         f"SELECT ARRAY(SELECT coalesce(member_user_id, member_group_id) FROM changed), "
-        f"(SELECT version FROM bumped), EXISTS (SELECT 1 FROM {groups} WHERE id = %s)",
+        f"(SELECT version FROM bumped), (SELECT version FROM {groups} WHERE id = %s), "
+        f"{'(SELECT users FROM found)' if add else 'NULL'}",
         [group.pk],
     )
-    return [_to_uuid(member) for member in changed], version, exists
+    return MembersRecorded(
+        changed=[_to_uuid(member) for member in changed],
+        version=bumped if bumped is not None else current,
+        exists=current is not None,
+        all_users=not add or users_found == len(user_ids),
+    )

@@ -369,12 +369,13 @@ def user_create(
     extensions.check_unique("user", user.extensions, current=None, exclude=None)
     if _in_one_statement():
         records = [
-            *_value_rows(user, clean_values),
             ChangeEvent(**_event_fields(user, ChangeEvent.Kind.CREATED)),
             _audit_row(actor, "create", user, changes),
         ]
         with _uniqueness_as_conflict(user, field="user_name", label="userName"):
-            bulk_sql.write_with_records(bulk_sql.returning_insert(user), records)
+            bulk_sql.write_with_records(
+                bulk_sql.returning_insert(user), records, rows=(UserValue, _value_rows(user, clean_values))
+            )
         user._state.adding = False
         user._state.db = connection.alias
         return user
@@ -1092,30 +1093,54 @@ def _record_membership(
     _audit(actor, "member_add" if added else "member_remove", group, changes)
 
 
+@dataclass(frozen=True)
+class MembershipChange:
+    """What membership_add or membership_remove did to a group."""
+
+    count: int  # the members actually added (or removed)
+    version: int  # the group's version afterwards: what an ETag names
+
+
 def membership_add(
     *,
     actor: Actor,
     group_id: uuid.UUID,
     user_ids: Sequence[uuid.UUID] = (),
     group_ids: Sequence[uuid.UUID] = (),
+    member_ids: Sequence[uuid.UUID] = (),
     expected_version: int | None = None,
     read: Group | None = None,
-) -> int:
+) -> MembershipChange:
     """Add users and/or groups to a group; members already there are left alone.
 
     Costs the same handful of statements whatever the group's size: the
-    group's members are never loaded. Returns how many were actually added.
-    With `read` (the group as the caller read it), adding users only needs no lock
-    and is one statement (see _members_in_one_statement).
+    group's members are never loaded. `member_ids` may be users or groups, the
+    caller not knowing which (a SCIM member without a type); they are looked up
+    only when they are not all users. With `read` (the group as the caller read
+    it), adding users only needs no lock and is one statement (see
+    _members_in_one_statement).
     """
-    if read is not None and not group_ids and expected_version is None and _in_one_statement():
-        return _members_in_one_statement(actor, read, group_id, user_ids, add=True)
+    one_statement = read is not None and not group_ids and expected_version is None and _in_one_statement()
+    if one_statement and read is not None:
+        # Members without a type are nearly always users: tried as such first. The
+        # statement writes nothing unless every id is a user.
+        done = _members_in_one_statement(actor, read, group_id, [*user_ids, *member_ids], add=True)
+        if done is not None:
+            return done
+        if not member_ids:
+            _check_missing(_unique(user_ids), [])  # says which id is no user
+    if member_ids:
+        users = set(User.objects.filter(pk__in=member_ids).values_list("pk", flat=True))
+        user_ids = [*user_ids, *(member for member in member_ids if member in users)]
+        group_ids = [*group_ids, *(member for member in member_ids if member not in users)]
+        if one_statement and not group_ids:
+            return membership_add(actor=actor, group_id=group_id, user_ids=user_ids, read=read)
     with transaction.atomic():
         group = _lock_group(group_id)
         _check_version(group, expected_version)
         if group_ids:
             _lock_nesting()
-        return _add_members(actor, group, user_ids, group_ids)
+        return MembershipChange(_add_members(actor, group, user_ids, group_ids), group.version)
 
 
 def _members_in_one_statement(
@@ -1126,36 +1151,36 @@ def _members_in_one_statement(
     group_ids: Sequence[uuid.UUID] = (),
     *,
     add: bool,
-) -> int:
+) -> MembershipChange | None:
     """Add users, or remove members, as one statement with its records (membership_sql).
 
     Adding and removing members commute, so unlike a change of the group's own
     attributes they need no version read first and no lock held across round
     trips: the statement bumps whatever version the group is at and records that
     one. Nesting a group is not done this way: its cycle check needs the lock.
+    None when adding ids that are not all users (then nothing was written).
     """
     if read.pk != group_id:
         raise ValueError("`read` must be the group `group_id`")
     users, groups = _unique(user_ids), _unique(group_ids)
     if not users and not groups:
-        return 0
+        return MembershipChange(0, read.version)
     kind = ChangeEvent.Kind.MEMBER_ADDED if add else ChangeEvent.Kind.MEMBER_REMOVED
     event = ChangeEvent(**_event_fields(read, kind))
     audit = _audit_row(actor, "member_add" if add else "member_remove", read, {})
     try:
-        changed, _, exists = membership_sql.change_members_recorded(
+        done = membership_sql.change_members_recorded(
             group=read, user_ids=users, group_ids=groups, add=add, event=event, audit=audit
         )
     except IntegrityError as exc:
         if getattr(exc.__cause__, "sqlstate", None) == "23503":  # the group is gone: no FK target
             raise ObjectNotFound(f"Group {group_id} not found") from None
         raise
-    if not exists:
+    if not done.exists or done.version is None:
         raise ObjectNotFound(f"Group {group_id} not found")
-    if add and len(changed) < len(users):
-        # Members already there are skipped; an id that is no user wrote nothing at all.
-        _check_missing([member for member in users if member not in set(changed)], [])
-    return len(changed)
+    if not done.all_users:
+        return None
+    return MembershipChange(len(done.changed), done.version)
 
 
 def membership_remove(
@@ -1166,14 +1191,15 @@ def membership_remove(
     group_ids: Sequence[uuid.UUID] = (),
     expected_version: int | None = None,
     read: Group | None = None,
-) -> int:
+) -> MembershipChange:
     """Remove users and/or groups from a group; ids that are not members are ignored.
 
-    Returns how many were actually removed. With `read` it is one statement, as
-    adding users is for membership_add.
+    With `read` it is one statement, as adding users is for membership_add.
     """
     if read is not None and expected_version is None and _in_one_statement():
-        return _members_in_one_statement(actor, read, group_id, user_ids, group_ids, add=False)
+        done = _members_in_one_statement(actor, read, group_id, user_ids, group_ids, add=False)
+        assert done is not None  # removing never depends on what the ids are
+        return done
     with transaction.atomic():
         return _remove_members(actor, group_id, user_ids, group_ids, expected_version)
 
@@ -1184,7 +1210,7 @@ def _remove_members(
     user_ids: Sequence[uuid.UUID],
     group_ids: Sequence[uuid.UUID],
     expected_version: int | None,
-) -> int:
+) -> MembershipChange:
     group = _lock_group(group_id)
     _check_version(group, expected_version)
     removed_users = membership_sql.delete_members(
@@ -1194,12 +1220,12 @@ def _remove_members(
         group_id=group.pk, column="member_group_id", ids=_unique(group_ids)
     )
     if not removed_users and not removed_groups:
-        return 0
+        return MembershipChange(0, group.version)
     group.version += 1
     group.last_modified = timezone.now()
     bulk_sql.update_fields(group, ["version", "last_modified"])
     _record_membership(actor, group, ChangeEvent.Kind.MEMBER_REMOVED, removed_users, removed_groups)
-    return len(removed_users) + len(removed_groups)
+    return MembershipChange(len(removed_users) + len(removed_groups), group.version)
 
 
 # --- housekeeping -------------------------------------------------------------------

@@ -549,25 +549,28 @@ class GroupsViewSet(ScimViewSet):
         group_id = _uuid(pk)
         body = self.body()
         expected = self.expected_version()
-        self.normalised(
-            _with_retries(
-                lambda locked: self._patch_group(group_id, body, expected, locked=locked),
-                lock_first=expected is not None,
-            )
+        normalized, version = _with_retries(
+            lambda locked: self._patch_group(group_id, body, expected, locked=locked),
+            lock_first=expected is not None,
         )
+        self.normalised(normalized)
         if scim_setting("GROUP_PATCH_RETURNS_RESOURCE") or projection.explicit:
             return self._respond(group_id, projection)
         # No body, but the new version, so a client using If-Match needs no extra GET.
         response = Response(status=204)
-        version = selectors.group_version(group_id=group_id)
+        if version is None:
+            version = selectors.group_version(group_id=group_id)
         if version is not None:
             response["ETag"] = mapping.etag(version)
         return response
 
     def _patch_group(
         self, group_id: uuid.UUID, body: dict[str, Any], expected: int | None, *, locked: bool
-    ) -> dialects.Normalized:
-        """One attempt: attribute changes, then member changes, in one transaction."""
+    ) -> tuple[dialects.Normalized, int | None]:
+        """One attempt: attribute changes, then member changes, in one transaction.
+
+        Returns the group's version after its last write when that write tells it (None when not).
+        """
         group = selectors.group_get(group_id=group_id, for_update=locked)
         if expected is not None and expected != group.version:
             raise ScimError(f"The group is at version {group.version}, not {expected}.", status=412)
@@ -578,11 +581,14 @@ class GroupsViewSet(ScimViewSet):
         after = mapping.group_from_scim(result.resource, mode="patch")
         changes = _changed(before.fields, after.fields)
         delta = result.members
-        writes: list[Callable[[], object]] = []
+        # Each write returns the group's version after it, when it knows it.
+        writes: list[Callable[[], int | None]] = []
         if changes:
             writes.append(
-                lambda: services.group_update(
-                    actor=self.actor, group_id=group_id, expected_version=group.version, **changes
+                lambda: (
+                    services.group_update(
+                        actor=self.actor, group_id=group_id, expected_version=group.version, **changes
+                    ).version
                 )
             )
         if delta.replace is not None:
@@ -591,23 +597,33 @@ class GroupsViewSet(ScimViewSet):
         if delta.remove:
             removed = [_uuid_member(value) for value in delta.remove]
             writes.append(
-                lambda: services.membership_remove(
-                    actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed, read=group
+                lambda: (
+                    services.membership_remove(
+                        actor=self.actor, group_id=group_id, user_ids=removed, group_ids=removed, read=group
+                    ).version
                 )
             )
         if delta.add:
-            user_ids, group_ids = _split_members(_member_refs(delta.add))
+            user_ids, group_ids, untyped = _typed_members(_member_refs(delta.add))
             writes.append(
-                lambda: services.membership_add(
-                    actor=self.actor, group_id=group_id, user_ids=user_ids, group_ids=group_ids, read=group
+                lambda: (
+                    services.membership_add(
+                        actor=self.actor,
+                        group_id=group_id,
+                        user_ids=user_ids,
+                        group_ids=group_ids,
+                        member_ids=untyped,
+                        read=group,
+                    ).version
                 )
             )
         # A service call is a transaction of its own; several (or a replace, which reads then
         # writes) share one, so the PATCH lands whole or not at all.
+        version: int | None = group.version
         with transaction.atomic() if len(writes) > 1 or delta.replace is not None else nullcontext():
             for write in writes:
-                write()
-        return normalized
+                version = write()
+        return normalized, version
 
     def destroy(self, request: Request, pk: str) -> Response:
         services.group_delete(actor=self.actor, group_id=_uuid(pk), expected_version=self.expected_version())
@@ -656,11 +672,19 @@ def _uuid_member(value: str) -> uuid.UUID:
         raise InvalidValue(f"members.value must be a resource id, got {value!r}", field="members") from None
 
 
-def _split_members(members: list[tuple[uuid.UUID, str | None]]) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
-    """User ids and group ids; members without a declared type are looked up (one query)."""
+def _typed_members(
+    members: list[tuple[uuid.UUID, str | None]],
+) -> tuple[list[uuid.UUID], list[uuid.UUID], list[uuid.UUID]]:
+    """User ids, group ids, and the ids of members without a declared type."""
     users = [member for member, kind in members if kind and kind.lower() == "user"]
     groups = [member for member, kind in members if kind and kind.lower() == "group"]
     untyped = [member for member, kind in members if not kind or kind.lower() not in ("user", "group")]
+    return users, groups, untyped
+
+
+def _split_members(members: list[tuple[uuid.UUID, str | None]]) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """User ids and group ids; members without a declared type are looked up (one query)."""
+    users, groups, untyped = _typed_members(members)
     if untyped:
         found_users, others = selectors.member_kinds(ids=untyped)
         users += found_users

@@ -73,7 +73,13 @@ def test_user_create_is_one_statement_with_the_same_records() -> None:
             user_name=f"{tag}@example.com",
             display_name=tag,
             title="Engineer",
-            values={"emails": [{"value": f"{tag}@example.com", "type": "work", "primary": True}]},
+            values={
+                "emails": [
+                    {"value": f"{tag}@example.com", "type": "work", "primary": True},
+                    {"value": f"{tag}.home@example.com", "display": 'Zoë "Home" \\ ✓', "type": "home"},
+                ],
+                "addresses": [{"type": "work", "address": {"locality": "Zürich", "postalCode": "8001"}}],
+            },
         ).pk
 
     (captured, fast), locked = _both_ways(create)
@@ -82,9 +88,26 @@ def test_user_create_is_one_statement_with_the_same_records() -> None:
     assert fast[0] == [("user", "created", 1, "", None, None)]
     user = User.objects.get(user_name="fast@example.com")
     assert (user.title, user.version) == ("Engineer", 1)
-    assert list(UserValue.objects.filter(user=user).values_list("kind", "value", "primary")) == [
-        ("emails", "fast@example.com", True)
-    ]
+    columns = ("kind", "position", "value", "display", "type", "primary", "address")
+    values = list(UserValue.objects.filter(user=user).order_by("kind", "position").values_list(*columns))
+    assert values[1] == ("emails", 0, "fast@example.com", "", "work", True, {})
+    assert values[2][3] == 'Zoë "Home" \\ ✓'
+    assert _renamed(values, "fast") == _renamed(
+        list(
+            UserValue.objects.filter(user__user_name="locked@example.com")
+            .order_by("kind", "position")
+            .values_list(*columns)
+        ),
+        "locked",
+    )
+
+
+def test_user_create_without_values_is_one_statement() -> None:
+    with CaptureQueriesContext(connection) as captured:
+        user = services.user_create(actor=ACTOR, user_name="bare@example.com")
+    assert len(captured) == 1, [q["sql"] for q in captured]
+    assert not UserValue.objects.filter(user=user).exists()
+    assert ChangeEvent.objects.filter(object_id=user.pk, kind="created").count() == 1
 
 
 def test_a_taken_user_name_is_a_conflict_and_writes_nothing() -> None:
@@ -209,9 +232,11 @@ def test_adding_users_is_one_statement_with_the_same_records() -> None:
             added = services.membership_add(actor=ACTOR, group_id=group.pk, user_ids=people, read=read)
         if tag == "fast":
             assert len(captured) == 1, [q["sql"] for q in captured]
-        assert added == 3
+        assert added == services.MembershipChange(count=3, version=2)
         # Adding them again changes nothing: no version bump, no record.
-        assert services.membership_add(actor=ACTOR, group_id=group.pk, user_ids=people[:2], read=read) == 0
+        assert services.membership_add(actor=ACTOR, group_id=group.pk, user_ids=people[:2], read=read) == (
+            services.MembershipChange(count=0, version=2)
+        )
         return group.pk
 
     (_, fast), locked = _both_ways(add)
@@ -238,6 +263,56 @@ def test_adding_an_id_that_is_no_user_adds_nobody() -> None:
     assert not ChangeEvent.objects.filter(object_id=group.pk, kind="member_added").exists()
 
 
+def test_members_without_a_type_that_are_users_are_added_in_one_statement() -> None:
+    group = services.group_create(actor=ACTOR, display_name="Untyped")
+    people = _people("untyped", 2)
+    read = Group.objects.get(pk=group.pk)
+    with CaptureQueriesContext(connection) as captured:
+        added = services.membership_add(
+            actor=ACTOR, group_id=group.pk, user_ids=people[:1], member_ids=people[1:], read=read
+        )
+    assert len(captured) == 1, [q["sql"] for q in captured]
+    assert added == services.MembershipChange(count=2, version=2)
+    assert set(Membership.objects.filter(group=group).values_list("member_user_id", flat=True)) == set(people)
+    assert set(
+        ChangeEvent.objects.filter(object_id=group.pk, kind="member_added").values_list(
+            "member_type", "version"
+        )
+    ) == {("user", 2)}
+
+
+def test_a_member_without_a_type_that_is_a_group_is_nested() -> None:
+    group = services.group_create(actor=ACTOR, display_name="Outer")
+    child = services.group_create(actor=ACTOR, display_name="Inner")
+    people = _people("nested", 1)
+    read = Group.objects.get(pk=group.pk)
+    added = services.membership_add(
+        actor=ACTOR, group_id=group.pk, member_ids=[people[0], child.pk], read=read
+    )
+    assert added == services.MembershipChange(count=2, version=2)
+    assert set(Membership.objects.filter(group=group).values_list("member_user_id", "member_group_id")) == {
+        (people[0], None),
+        (None, child.pk),
+    }
+    assert set(
+        ChangeEvent.objects.filter(object_id=group.pk, kind="member_added").values_list(
+            "member_type", "member_id"
+        )
+    ) == {("user", people[0]), ("group", child.pk)}
+
+
+def test_a_member_without_a_type_that_is_nothing_adds_nobody() -> None:
+    group = services.group_create(actor=ACTOR, display_name="Nobody")
+    people = _people("nobody", 1)
+    ghost = uuid.uuid4()
+    read = Group.objects.get(pk=group.pk)
+    with pytest.raises(InvalidValue, match=f"No such member\\(s\\): {ghost}"):
+        services.membership_add(actor=ACTOR, group_id=group.pk, member_ids=[people[0], ghost], read=read)
+    assert not Membership.objects.filter(group=group).exists()
+    assert Group.objects.get(pk=group.pk).version == 1
+    assert not ChangeEvent.objects.filter(object_id=group.pk, kind="member_added").exists()
+
+
 def test_removing_users_and_groups_is_one_statement_with_typed_events() -> None:
     group = services.group_create(actor=ACTOR, display_name="Parent")
     child = services.group_create(actor=ACTOR, display_name="Child")
@@ -251,9 +326,10 @@ def test_removing_users_and_groups_is_one_statement_with_typed_events() -> None:
             actor=ACTOR, group_id=group.pk, user_ids=ids, group_ids=ids, read=read
         )
     assert len(captured) == 1
-    assert removed == 2
+    assert removed.count == 2
     assert set(Membership.objects.filter(group=group).values_list("member_user_id", flat=True)) == {people[1]}
     version = Group.objects.get(pk=group.pk).version
+    assert removed.version == version
     events = set(
         ChangeEvent.objects.filter(object_id=group.pk, kind="member_removed").values_list(
             "version", "member_type", "member_id"

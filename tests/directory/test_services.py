@@ -501,9 +501,11 @@ def test_group_update_and_delete(actor, group_factory):
 def test_membership_add_is_idempotent(actor, user_factory, group_factory):
     user, group = user_factory(), group_factory()
 
-    assert services.membership_add(actor=actor, group_id=group.pk, user_ids=[user.pk, user.pk]) == 1
+    assert services.membership_add(actor=actor, group_id=group.pk, user_ids=[user.pk, user.pk]).count == 1
     before = _counts()
-    assert services.membership_add(actor=actor, group_id=group.pk, user_ids=[user.pk]) == 0
+    assert services.membership_add(actor=actor, group_id=group.pk, user_ids=[user.pk]) == (
+        services.MembershipChange(count=0, version=2)
+    )
 
     assert _counts() == before
     assert Group.objects.get(pk=group.pk).version == 2
@@ -516,7 +518,7 @@ def test_membership_add_many_records_one_event_per_member_and_one_version_bump(
 
     added = services.membership_add(actor=actor, group_id=group.pk, user_ids=[u.pk for u in users])
 
-    assert added == 5
+    assert added == services.MembershipChange(count=5, version=2)
     assert Group.objects.get(pk=group.pk).version == 2
     events = ChangeEvent.objects.filter(object_id=group.pk, kind="member_added")
     assert {event.member_id for event in events} == {u.pk for u in users}
@@ -542,8 +544,10 @@ def test_membership_remove_removes_only_the_listed_members(actor, user_factory, 
     group = group_factory()
     services.membership_add(actor=actor, group_id=group.pk, user_ids=[keep.pk, drop.pk])
 
-    assert services.membership_remove(actor=actor, group_id=group.pk, user_ids=[drop.pk, stranger.pk]) == 1
-    assert services.membership_remove(actor=actor, group_id=group.pk, user_ids=[drop.pk]) == 0
+    assert (
+        services.membership_remove(actor=actor, group_id=group.pk, user_ids=[drop.pk, stranger.pk]).count == 1
+    )
+    assert services.membership_remove(actor=actor, group_id=group.pk, user_ids=[drop.pk]).count == 0
 
     assert list(Membership.objects.filter(group=group).values_list("member_user_id", flat=True)) == [keep.pk]
     assert list(ChangeEvent.objects.filter(kind="member_removed").values_list("member_id", flat=True)) == [
@@ -571,7 +575,7 @@ def _membership_add_queries(actor, group_factory, user_factory, group_size: int)
     )
     newcomer = user_factory()
     with CaptureQueriesContext(connection) as queries:
-        assert services.membership_add(actor=actor, group_id=group.pk, user_ids=[newcomer.pk]) == 1
+        assert services.membership_add(actor=actor, group_id=group.pk, user_ids=[newcomer.pk]).count == 1
     return len(queries)
 
 
