@@ -220,17 +220,25 @@ def seed_group(name: str, size: int) -> uuid.UUID:
 
 
 def vacuum_analyze() -> None:
-    """What PostgreSQL's autovacuum does in production (it may be off on a development server).
+    """Every run starts from the tables as freshly seeded: compact, with current statistics.
 
     Every run rewrites the bench groups' rows thousands of times (each member PATCH
-    bumps the version); without VACUUM their dead versions pile up across runs and
-    each lookup of a group by id wades through them (10 ms instead of 2.7 ms for a
-    page of 100 users, measured), so later runs would measure the bloat.
+    bumps the version) and thousands of users (PATCH, POST then delete); without
+    VACUUM their dead versions pile up across runs and each lookup of a group by id
+    wades through them (10 ms instead of 2.7 ms for a page of 100 users, measured).
+    Plain VACUUM (what autovacuum does) frees the dead rows but leaves the indexes
+    as large as the churn made them: measured after a few runs and some profiling,
+    the userName index had grown from about 10 to 24 MB and a page of 100 users
+    ran at 125 req/s instead of 181. VACUUM FULL rewrites each table and its
+    indexes (a few seconds), so runs measure the code, not the bench database's past;
+    a plain VACUUM after it marks the pages all-visible again (VACUUM FULL does not),
+    which index-only scans (COUNT, deep pages) need to skip the table.
     """
     from django.db import connection
 
     with connection.cursor() as cursor:
         for table in ("directory_user", "directory_uservalue", "directory_group", "directory_membership"):
+            cursor.execute(f"VACUUM FULL {table}")
             cursor.execute(f"VACUUM ANALYZE {table}")
 
 
