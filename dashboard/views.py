@@ -29,6 +29,7 @@ from provisioning.selectors import (
     targets_overview,
     window_ending,
 )
+from scim_api.inbound.selectors import inbound_holds
 from scim_api.selectors import dialect_rewrites_recent, scim_client_activity, scim_client_counts
 
 RANGE_LABELS = {"24h": "Last 24 hours", "7d": "Last 7 days"}
@@ -114,4 +115,10 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         context["held_total"] = sum(overview.held for overview in overviews)
     if may("provisioning.view_helddelivery"):
         context["held"] = held_oldest()
+    if may("scim_api.view_inboundrecord") and may("scim_api.view_inboundscheduledaction"):
+        holds = inbound_holds()
+        context["inbound_holds"] = {
+            "records": sum(source.records for source in holds),
+            "scheduled": sum(source.scheduled for source in holds),
+        }
     return TemplateResponse(request, "admin/dashboard/index.html", context)

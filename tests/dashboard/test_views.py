@@ -14,12 +14,14 @@ from django.utils import timezone
 
 from directory.models import AuditEntry
 from tests.dashboard.seed import ACTIVE_USERS, GROUPS, HELD, USERS, make_target, seed_dashboard, seed_history
+from tests.scim_api.inbound.holds import hold_inbound_leavers
 
 pytestmark = pytest.mark.django_db
 
 URL = "/admin/dashboard/"
-# Session and operator (2), users and groups (2), SCIM clients (3), targets (5), held (1): none per target.
-MAX_QUERIES = 13
+# Session and operator (2), users and groups (2), SCIM clients (3), targets (5), held (1), inbound holds
+# (2, and the sources' names when something is held): none per target.
+MAX_QUERIES = 16
 
 
 def sections(html: str) -> dict[str, str]:
@@ -160,3 +162,20 @@ def test_admin_index_links_to_the_dashboard(admin_client_logged_in) -> None:
 
     assert f'href="{URL}"' in html
     assert "Operations dashboard" in html
+
+
+def test_inbound_holds_show_with_links_to_approve_them(admin_client_logged_in, actor) -> None:
+    html = admin_client_logged_in.get(URL).content.decode()
+    assert 'id="count-inbound-held">0<' in html
+
+    hold_inbound_leavers(actor)
+    html = admin_client_logged_in.get(URL).content.decode()
+
+    card = re.search(r'<div class="dash-card alert" id="inbound-holds">.*?</div></div>', html, re.S)
+    assert card is not None
+    assert 'id="count-inbound-held">3<' in card.group(0)
+    assert (
+        f'<a href="{reverse("admin:scim_api_heldinboundrecord_changelist")}">2 from jobs</a>' in card.group(0)
+    )
+    scheduled = reverse("admin:scim_api_inboundscheduledaction_changelist") + "?state__exact=held"
+    assert f'<a href="{scheduled}">1 on their date</a>' in card.group(0)

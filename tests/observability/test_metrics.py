@@ -13,6 +13,7 @@ from tests.observability.conftest import sample
 from tests.provisioning.downstream import InProcessScim
 from tests.provisioning.helpers import run_all
 from tests.scim_api.conftest import Scim
+from tests.scim_api.inbound.holds import hold_inbound_leavers
 
 pytestmark = pytest.mark.django_db
 
@@ -150,3 +151,13 @@ def test_inbound_job_outcomes_are_counted(actor):
     assert finished.status == InboundJob.Status.COMPLETED
     assert sample("directory_inbound_jobs_total", source="hr-metrics", status="completed") == jobs + 1
     assert sample("directory_inbound_records_total", source="hr-metrics", outcome="created") == created + 2
+
+
+def test_inbound_guard_holds_are_gauged_per_source(client, actor, metrics_token):
+    hold_inbound_leavers(actor)
+
+    text = scrape(client, metrics_token)
+
+    assert 'directory_inbound_held{kind="records",source="hr"} 2.0' in text
+    assert 'directory_inbound_held{kind="scheduled",source="hr"} 1.0' in text
+    assert 'source="badges"' not in text
