@@ -160,4 +160,5 @@ def test_inbound_guard_holds_are_gauged_per_source(client, actor, metrics_token)
 
     assert 'directory_inbound_held{kind="records",source="hr"} 2.0' in text
     assert 'directory_inbound_held{kind="scheduled",source="hr"} 1.0' in text
-    assert 'source="badges"' not in text
+    assert 'directory_inbound_held{kind="records",source="badges"}' not in text  # nothing held there
+    assert 'directory_inbound_held{kind="scheduled",source="badges"}' not in text
