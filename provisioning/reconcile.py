@@ -344,6 +344,49 @@ class Reconciler:
 
     # -- findings
 
+    def _drifted(
+        self,
+        link: TargetLink,
+        object_type: str,
+        label: str,
+        drift: dict[str, Any],
+        state: dict[str, Any],
+        *,
+        note: str = "",
+        priority: int = Delivery.Priority.CHANGE,
+    ) -> None:
+        """A linked object whose remote attributes differ from what was written: its finding, and the
+        correction that records `state` (what the target holds now) as written and pushes it again."""
+        new_state = {**link.state, "attributes": state}
+        finding = self.add(
+            Kind.DRIFT,
+            object_type,
+            object_id=link.object_id,
+            object_repr=label,
+            remote_id=link.remote_id,
+            details=drift,
+            note=note,
+        )
+        hypothetical = TargetLink(
+            pk=link.pk,
+            target=self.target,
+            object_type=object_type,
+            object_id=link.object_id,
+            remote_id=link.remote_id,
+            state=new_state,
+            last_hash=payload_hash(state),
+        )
+        self.correct(
+            finding,
+            _Correction(
+                finding,
+                key=(object_type, link.object_id),
+                priority=priority,
+                rewrite=(link, new_state, payload_hash(state)),
+            ),
+            preview=self.preview(object_type, link.object_id, hypothetical),
+        )
+
     def add(
         self,
         kind: str,
@@ -524,33 +567,7 @@ class Reconciler:
                         state.pop(key, None)
                     else:
                         state[key] = views["remote"]
-                new_state = {**link.state, "attributes": state}
-                finding = self.add(
-                    Kind.DRIFT,
-                    object_type,
-                    object_id=link.object_id,
-                    object_repr=label,
-                    remote_id=link.remote_id,
-                    details=drift,
-                )
-                hypothetical = TargetLink(
-                    pk=link.pk,
-                    target=self.target,
-                    object_type=object_type,
-                    object_id=link.object_id,
-                    remote_id=link.remote_id,
-                    state=new_state,
-                    last_hash=payload_hash(state),
-                )
-                self.correct(
-                    finding,
-                    _Correction(
-                        finding,
-                        key=(object_type, link.object_id),
-                        rewrite=(link, new_state, payload_hash(state)),
-                    ),
-                    preview=self.preview(object_type, link.object_id, hypothetical),
-                )
+                self._drifted(link, object_type, label, drift, state)
             elif pending:
                 finding = self.add(
                     Kind.PENDING,
@@ -602,34 +619,14 @@ class Reconciler:
             # Disabled by us, enabled again downstream.
             drift = {"active": {"desired": False, "written": False, "remote": remote.get("active")}}
             state = {**written, "active": remote.get("active")}
-            new_state = {**link.state, "attributes": state}
-            finding = self.add(
-                Kind.DRIFT,
+            self._drifted(
+                link,
                 object_type,
-                object_id=link.object_id,
-                object_repr=label,
-                remote_id=link.remote_id,
-                details=drift,
+                label,
+                drift,
+                state,
                 note="out of scope: should be disabled",
-            )
-            hypothetical = TargetLink(
-                pk=link.pk,
-                target=self.target,
-                object_type=object_type,
-                object_id=link.object_id,
-                remote_id=link.remote_id,
-                state=new_state,
-                last_hash=payload_hash(state),
-            )
-            self.correct(
-                finding,
-                _Correction(
-                    finding,
-                    key=key,
-                    priority=Delivery.Priority.LEAVER,
-                    rewrite=(link, new_state, payload_hash(state)),
-                ),
-                preview=self.preview(object_type, link.object_id, hypothetical),
+                priority=Delivery.Priority.LEAVER,
             )
             return
         if link.object_id in active:
