@@ -332,8 +332,13 @@ class InboundScheduledAction(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     source = models.ForeignKey(InboundSource, on_delete=models.CASCADE, related_name="scheduled_actions")
+    # Kept when the user is deleted (by this action under a delete policy, or otherwise): the row is
+    # the history of what was done, and the guard counts the deletes it did in the last hour.
     user = models.ForeignKey(
-        "directory.User", on_delete=models.CASCADE, related_name="inbound_scheduled_actions"
+        "directory.User",
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="inbound_scheduled_actions",
     )
     action = models.CharField(max_length=8, choices=Action.choices)
     due = models.DateTimeField()

@@ -629,9 +629,6 @@ def scheduled_actions_apply(*, now: datetime | None = None, limit: int = 1000) -
             except DirectoryError as exc:
                 action.state, action.detail = InboundScheduledAction.State.FAILED, str(exc)
             action.done = now  # the run's clock: the guard's hourly window counts from it
-            if action.state == InboundScheduledAction.State.DONE and action.detail.startswith("Deleted"):
-                # The user row is gone, and this row with it (CASCADE): nothing left to save.
-                continue
             action.save(update_fields=["state", "detail", "done"])
     return done
 

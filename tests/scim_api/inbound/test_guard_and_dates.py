@@ -244,6 +244,27 @@ def test_with_the_delete_policy_a_future_leaver_is_deleted_on_the_date(uploader,
     assert services.scheduled_actions_apply(now=timezone.now() + timedelta(days=4)) == 1
 
     assert not User.objects.filter(employee_number="1").exists()
+    action = InboundScheduledAction.objects.get()  # kept as the history of what was done
+    assert (action.state, action.user_id) == ("done", None)
+    assert action.detail == "Deleted on the termination date (the source's leaver policy)."
+
+
+def test_the_hourly_guard_on_the_day_counts_the_deletes_done_in_the_last_hour(uploader, dated):
+    _configure(dated, leaver_action="delete")
+    uploader.run(*[_dated(str(n)) for n in range(4)])
+    _configure(dated, guard_hour_max_count=2)
+    day = timezone.now().replace(microsecond=0) + timedelta(days=3)
+    uploader.run(_dated("0", ends=day.isoformat()), _dated("1", ends=day.isoformat()))
+    InboundScheduledAction.objects.update(created=timezone.now() - timedelta(hours=2))
+    uploader.run(_dated("2", ends=(day + timedelta(minutes=30)).isoformat()))
+
+    assert services.scheduled_actions_apply(now=day + timedelta(minutes=1)) == 2
+    assert services.scheduled_actions_apply(now=day + timedelta(minutes=31)) == 0
+
+    assert User.objects.filter(employee_number__in=["0", "1"]).count() == 0
+    third = InboundScheduledAction.objects.get(user__employee_number="2")
+    assert third.state == "held"
+    assert "3 leavers in the last hour would exceed the limit of 2" in third.detail
 
 
 def test_a_date_that_is_not_a_date_fails_its_record(uploader, dated):
