@@ -367,24 +367,11 @@ class Reconciler:
             details=drift,
             note=note,
         )
-        hypothetical = TargetLink(
-            pk=link.pk,
-            target=self.target,
-            object_type=object_type,
-            object_id=link.object_id,
-            remote_id=link.remote_id,
-            state=new_state,
-            last_hash=payload_hash(state),
-        )
+        rewrite = (link, new_state, payload_hash(state))
         self.correct(
             finding,
-            _Correction(
-                finding,
-                key=(object_type, link.object_id),
-                priority=priority,
-                rewrite=(link, new_state, payload_hash(state)),
-            ),
-            preview=self.preview(object_type, link.object_id, hypothetical),
+            _Correction(finding, key=(object_type, link.object_id), priority=priority, rewrite=rewrite),
+            preview=self.preview(object_type, link.object_id, self._rewritten(*rewrite)),
         )
 
     def add(
@@ -459,6 +446,18 @@ class Reconciler:
             else:
                 self.page_rewrites[link.pk] = correction
         self.page_corrections.append(correction)
+
+    def _rewritten(self, link: TargetLink, state: dict[str, Any], last_hash: str) -> TargetLink:
+        """`link` as a correction's rewrite would leave it (unsaved), for the dry-run preview."""
+        return TargetLink(
+            pk=link.pk,
+            target=self.target,
+            object_type=link.object_type,
+            object_id=link.object_id,
+            remote_id=link.remote_id,
+            state=state,
+            last_hash=last_hash,
+        )
 
     def preview(
         self, object_type: str, object_id: uuid.UUID, link: TargetLink | None
@@ -697,19 +696,10 @@ class Reconciler:
                 ).values_list("object_id", "remote_id")
             }
             state = {**link.state, "members": {by_remote.get(r, f"remote:{r}"): r for r in sorted(actual)}}
-            hypothetical = TargetLink(
-                pk=link.pk,
-                target=self.target,
-                object_type=GROUP,
-                object_id=group.pk,
-                remote_id=link.remote_id,
-                state=state,
-                last_hash=link.last_hash,
-            )
             self.correct(
                 finding,
                 _Correction(finding, key=(GROUP, group.pk), rewrite=(link, state, link.last_hash)),
-                preview=self.preview(GROUP, group.pk, hypothetical),
+                preview=self.preview(GROUP, group.pk, self._rewritten(link, state, link.last_hash)),
             )
 
     def remote_members(self, remote: dict[str, Any], remote_id: str) -> set[str] | None:

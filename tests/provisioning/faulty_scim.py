@@ -30,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from tests.provisioning.loopback import serving
+
 LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 CLAUSE = re.compile(r'(\w+) eq ("(?:[^"\\]|\\.)*")')
@@ -236,11 +238,5 @@ def faulty_scim(*, delay: float = 0.0) -> Iterator[FaultyScim]:
     service = FaultyScim(delay=delay)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(service))
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    service.url = f"http://127.0.0.1:{server.server_address[1]}/v2"
-    try:
+    with serving(server) as service.url:
         yield service
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -29,6 +29,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import httpx
 
 from tests.provisioning.downstream import TOKEN, InProcessScim
+from tests.provisioning.loopback import serving
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -121,11 +122,5 @@ def recording_scim() -> Iterator[RecordingScim]:
     """The recorder on a free loopback port (its base URL in `.url`)."""
     service = RecordingScim()
     server = make_server("127.0.0.1", 0, service, server_class=_ThreadingServer, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    service.url = f"http://127.0.0.1:{server.server_address[1]}/v2"
-    try:
+    with serving(server) as service.url:
         yield service
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -1,12 +1,13 @@
 """A deliberately broken SCIM service on a loopback port, for the connection test: each fault on request."""
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.provisioning.loopback import serving
 
 LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 USERS = [{"id": f"u{n}", "userName": f"user{n}@example.com"} for n in range(3)]
@@ -103,11 +104,5 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
 def stub_scim(*faults: str) -> Iterator[tuple[str, StubState]]:
     """The stub on a free loopback port, showing `faults`; yields (base URL, state)."""
     state = StubState(set(faults))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v2", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))) as url:
+        yield url, state
