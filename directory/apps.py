@@ -24,7 +24,8 @@ class DirectoryConfig(AppConfig):
         # uses UPPER() on PostgreSQL and would not use them.
         CharField.register_lookup(Lower)
         TextField.register_lookup(Lower)
-        from directory import json_codec
+        from directory import json_codec, pg_timestamps
 
         json_codec.install()
+        pg_timestamps.install()
         post_migrate.connect(_sync_roles, sender=self, dispatch_uid="directory.sync_roles")

@@ -26,6 +26,8 @@ from typing import Any
 
 from django.db import connection, models
 
+from directory import json_codec
+
 # From this many rows on, COPY's extra round trip pays for itself.
 _COPY_MIN_ROWS = 20
 
@@ -338,7 +340,7 @@ def insert_rows_json(
         for field in fields:
             field.pre_save(obj, add=True)
     rows = [{field.column: getattr(obj, field.attname) for field in fields} for obj in objs]
-    return statement, [json.dumps(rows, default=_json_value, ensure_ascii=False)]
+    return statement, [json_codec.dumps_text(rows, default=_json_value)]
 
 
 @functools.cache

@@ -267,6 +267,11 @@ def _uniqueness_as_conflict(obj: User | Group, *, field: str, label: str) -> Ite
 # --- multi-valued attributes -------------------------------------------------
 
 
+# Django's Choices.values builds a new list on every access.
+_VALUE_KINDS = frozenset(UserValue.Kind.values)
+_GROUP_KINDS = frozenset(Group.Kind.values)
+
+
 def normalise_values(values: MultiValues) -> dict[str, list[dict[str, Any]]]:
     """Validate multi-valued attribute input into a canonical, comparable form.
 
@@ -274,7 +279,7 @@ def normalise_values(values: MultiValues) -> dict[str, list[dict[str, Any]]]:
     """
     normalised: dict[str, list[dict[str, Any]]] = {}
     for kind, items in values.items():
-        if kind not in UserValue.Kind.values:
+        if kind not in _VALUE_KINDS:
             raise InvalidValue(f"Unknown multi-valued attribute {kind!r}", field=kind)
         if len(items) > MAX_VALUES_PER_ATTRIBUTE:
             raise InvalidValue(f"{kind} has more than {MAX_VALUES_PER_ATTRIBUTE} values", field=kind)
@@ -892,7 +897,7 @@ def _check_display_name(display_name: Any) -> None:
 
 
 def _check_group_kind(group: Group, explicit: Mapping[str, Any]) -> None:
-    if group.kind not in Group.Kind.values:
+    if group.kind not in _GROUP_KINDS:
         raise InvalidValue(f"Unknown group kind {group.kind!r}", field="kind")
     if group.kind == Group.Kind.UNIFIED and not group.mail_enabled:
         if explicit.get("mail_enabled") is False:

@@ -80,12 +80,14 @@ def location(base_url: str, resource_type: ResourceType, resource_id: uuid.UUID 
     return f"{base_url}{resource_type.endpoint}/{resource_id}"
 
 
-def _meta(obj: User | Group, resource_type: ResourceType, base_url: str) -> dict[str, Any]:
+def _meta(
+    obj: User | Group, resource_type: ResourceType, base_url: str, resource_id: str | None = None
+) -> dict[str, Any]:
     return {
         "resourceType": resource_type.name,
         "created": _timestamp(obj.created),
         "lastModified": _timestamp(obj.last_modified),
-        "location": location(base_url, resource_type, obj.pk),
+        "location": location(base_url, resource_type, resource_id or obj.pk),
         "version": etag(obj.version),
     }
 
@@ -99,7 +101,9 @@ def _timestamp(value: Any) -> str:
 
 
 def _put(target: dict[str, Any], key: str, value: Any) -> None:
-    if value not in ("", None, [], {}):
+    # Leaves out "", None, [] and {}, keeps False and 0: the empty kinds are all falsy, so a truthy
+    # value (nearly all of them) is one test.
+    if value or not (value is None or isinstance(value, str | list | dict)):
         target[key] = value
 
 
@@ -129,7 +133,8 @@ def user_to_scim(
     manager_display: str | None = None,
 ) -> dict[str, Any]:
     """The full SCIM representation of a user. `groups=None` leaves the attribute out (not loaded)."""
-    resource: dict[str, Any] = {"schemas": [CORE_USER], "id": str(user.pk)}
+    user_id = str(user.pk)
+    resource: dict[str, Any] = {"schemas": [CORE_USER], "id": user_id}
     for scim_name, column in USER_SIMPLE.items():
         _put(resource, scim_name, getattr(user, column))
     name: dict[str, Any] = {}
@@ -168,7 +173,7 @@ def user_to_scim(
         if data:
             resource["schemas"].append(urn)
             resource[urn] = data
-    resource["meta"] = _meta(user, USER, base_url)
+    resource["meta"] = _meta(user, USER, base_url, user_id)
     return resource
 
 
@@ -490,19 +495,23 @@ def group_to_scim(
     group: Group, *, base_url: str, members: Iterable[MemberRef] | None = None
 ) -> dict[str, Any]:
     """The full SCIM representation of a group. `members=None` leaves the attribute out (not loaded)."""
-    resource: dict[str, Any] = {"schemas": [CORE_GROUP, ENTRA_GROUP], "id": str(group.pk)}
+    group_id = str(group.pk)
+    resource: dict[str, Any] = {"schemas": [CORE_GROUP, ENTRA_GROUP], "id": group_id}
     _put(resource, "externalId", group.external_id)
     resource["displayName"] = group.display_name
     if members is not None:
-        resource["members"] = [
-            {
-                "value": str(member.id),
-                "$ref": location(base_url, USER if member.type == "User" else GROUP, member.id),
-                "display": member.display,
-                "type": member.type,
-            }
-            for member in members
-        ]
+        users, groups = f"{base_url}{USER.endpoint}/", f"{base_url}{GROUP.endpoint}/"
+        rendered = resource["members"] = []
+        for member in members:
+            member_id = str(member.id)  # once: a UUID's str() is Python code, and a group may have 100k
+            rendered.append(
+                {
+                    "value": member_id,
+                    "$ref": (users if member.type == "User" else groups) + member_id,
+                    "display": member.display,
+                    "type": member.type,
+                }
+            )
     entra: dict[str, Any] = {}
     if group.kind == Group.Kind.UNIFIED:
         entra["groupTypes"] = ["Unified"]
@@ -519,7 +528,7 @@ def group_to_scim(
         if data:
             resource["schemas"].append(urn)
             resource[urn] = data
-    resource["meta"] = _meta(group, GROUP, base_url)
+    resource["meta"] = _meta(group, GROUP, base_url, group_id)
     return resource
 
 

@@ -69,7 +69,9 @@ class ScimAPIView(APIView):
     # A view instance serves one request: both are worked out once, not per rendered resource.
     @cached_property
     def base_url(self) -> str:
-        return self.request.build_absolute_uri("/scim/v2").rstrip("/")
+        # What build_absolute_uri("/scim/v2") gives (an absolute path ignores the script prefix),
+        # without its URL parsing and quoting.
+        return f"{self.request.scheme}://{self.request.get_host()}/scim/v2"
 
     def params(self) -> dict[str, str]:
         # Parameter names compare case-insensitively: clients write startindex, StartIndex...
