@@ -54,6 +54,39 @@ def _pg_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _callgrind_control(option: str) -> None:
+    import subprocess
+
+    subprocess.run(["callgrind_control", option, str(os.getpid())], check=True, capture_output=True)
+
+
+def _rerun_under_callgrind(*, requests: int) -> None:
+    """Run this command again under callgrind, then print its instruction count per request."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which("valgrind") is None:
+        raise SystemExit("bench: --instructions needs valgrind (apt-get install valgrind)")
+    out = Path(tempfile.mkdtemp(prefix="profile-requests-")) / "callgrind.out"
+    argv = [sys.executable, *sys.argv]
+    if "--no-profile" not in argv:
+        argv.append("--no-profile")
+    env = dict(os.environ, CALLGRIND_OUT=str(out), PYTHONHASHSEED="0")
+    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *argv]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("  CPU ms per request")]
+    print("\n".join(lines))
+    if result.returncode != 0:
+        raise SystemExit(f"bench: the run under valgrind failed:\n{result.stderr[-2000:]}")
+    totals = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
+    if totals is None:
+        raise SystemExit(f"bench: no instruction count in {out}")
+    per_request = int(totals.group(1)) / requests
+    print(f"instructions per request: {per_request / 1e6:.3f} million (callgrind, this process only)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=SCENARIOS)
@@ -65,6 +98,11 @@ def main() -> None:
     parser.add_argument(
         "--plans", action="store_true", help="list the connection's prepared statements and their plan kinds"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the CPU instructions per request under valgrind's callgrind (steady where time is not)",
+    )
     parser.add_argument("--repeat", type=int, default=5, help="rounds of N requests with --no-profile")
     parser.add_argument(
         "--client",
@@ -75,6 +113,9 @@ def main() -> None:
         "--log-level", default="WARNING", help="LOG_LEVEL (INFO writes the per-request log line to stderr)"
     )
     args = parser.parse_args()
+    if args.instructions and "CALLGRIND_OUT" not in os.environ:
+        _rerun_under_callgrind(requests=args.n * args.repeat)
+        return
 
     url = database_url(DEFAULT_URL)
     ensure_database(url)
@@ -211,6 +252,9 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
+    if args.instructions:
+        # callgrind counts nothing until told to: only the requests below, not start-up and warm-up.
+        _callgrind_control("--instr=on")
     rounds = []
     for start in range(0, len(calls), args.n):
         started, cpu_started, pg_started = time.perf_counter(), time.process_time(), _pg_cpu(backend)
@@ -219,6 +263,8 @@ def main() -> None:
         rounds.append(
             (time.perf_counter() - started, time.process_time() - cpu_started, _pg_cpu(backend) - pg_started)
         )
+    if args.instructions:
+        _callgrind_control("--instr=off")
     if profiler is not None:
         profiler.stop() if args.pyinstrument else profiler.disable()
     walls = sorted(wall / args.n * 1000 for wall, _, _ in rounds)
@@ -229,6 +275,10 @@ def main() -> None:
         f"per request (least of {len(rounds)}; CPU median {cpus[len(cpus) // 2]:.3f}); PostgreSQL backend "
         f"CPU {pg[len(pg) // 2]:.3f} ms (median; when /proc shows it)"
         + (" (profiled: slower than real)" if profiler else "")
+    )
+    print(
+        "  CPU ms per request by round, in order: "
+        + " ".join(f"{cpu / args.n * 1000:.3f}" for _, cpu, _ in rounds)
     )
     if args.plans:
         # A statement PostgreSQL keeps planning anew (custom plans only) costs it a plan per request.

@@ -1,14 +1,18 @@
 """application/scim+json in and out; application/json accepted as an alias, as RFC 7644 §3.1 allows."""
 
+import codecs
+import io
 from typing import Any
 
 import orjson
+from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 
+from directory import json_codec
 from scim_api.exceptions import ScimError
 from scim_api.filter_parser import is_storable_text
 
@@ -52,10 +56,16 @@ class ScimJSONParser(JSONParser):
     media_type = "application/scim+json"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        try:
-            data = super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise ParseError("The JSON is nested too deeply.") from None
+        # orjson reads a body in a fraction of the time; whatever it refuses or might read
+        # differently (see json_codec.loads_fast) takes DRF's parser, errors and all.
+        raw = stream.read()
+        encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
+        found, data = json_codec.loads_fast(raw) if codecs.lookup(encoding).name == "utf-8" else (False, None)
+        if not found:
+            try:
+                data = super().parse(io.BytesIO(raw), media_type, parser_context)
+            except RecursionError:
+                raise ParseError("The JSON is nested too deeply.") from None
         _check_text(data)
         return data
 

@@ -2,9 +2,11 @@
 
 import datetime
 import decimal
+import io
 import json
 import uuid
 
+import pytest
 from rest_framework.renderers import JSONRenderer
 
 from scim_api.renderers import ScimJSONRenderer
@@ -51,3 +53,45 @@ def test_an_indent_asked_for_is_honoured():
 
 def test_nothing_renders_as_an_empty_body():
     assert ScimJSONRenderer().render(None) == b""
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+PARSED = [
+    b'{"userName": "zo\\u00eb", "active": true, "n": [1, 2.5, -0.0, null], "nested": {"a": {}}}',
+    b'{"big": 123456789012345678901234567890, "negative": -9223372036854775809}',  # past 64 bits
+    b'{"a": 1, "a": 2}',  # the last of a repeated key, as json reads it
+    b'{"huge": 1e400}',  # json reads inf; orjson refuses it
+    '{"text": "zoë"}'.encode(),
+]
+
+
+def _parse(raw: bytes, encoding: str = "utf-8"):
+    from scim_api.renderers import ScimJSONParser
+
+    return ScimJSONParser().parse(io.BytesIO(raw), "application/scim+json", {"encoding": encoding})
+
+
+def test_the_parser_reads_what_drfs_reads():
+    from rest_framework.parsers import JSONParser
+
+    for raw in PARSED:
+        expected = JSONParser().parse(io.BytesIO(raw), "application/json", {"encoding": "utf-8"})
+        assert _parse(raw) == expected, raw
+    assert _parse(PARSED[1])["big"] == 123456789012345678901234567890  # not a float
+
+
+def test_the_parser_rejects_what_drf_rejects():
+    from rest_framework.exceptions import ParseError
+
+    from scim_api.exceptions import ScimError
+
+    for raw in (b"[NaN]", b'{"a": Infinity}', b'{"a": 1,}', b"\xff\xfe", b'{"a": "\\ud800"}'):
+        with pytest.raises((ParseError, ScimError)):
+            _parse(raw)
+    with pytest.raises(ParseError, match="nested too deeply"):
+        _parse(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_a_body_in_another_encoding_is_read_by_drf():
+    assert _parse('{"name": "zoë"}'.encode("latin-1"), encoding="latin-1") == {"name": "zoë"}
