@@ -7,7 +7,8 @@ queryset the first time it runs on a database backend, then only executes the
 SQL with the new value and builds the instances the way Django's own model
 iterator does (field converters, then Model.from_db, then annotations).
 
-Only for querysets of one model without select_related, filtered by one value.
+Only for querysets of one model without select_related, filtered by one value. PrecompiledWindow
+does the same for the pages of an unfiltered, ordered queryset.
 """
 
 from __future__ import annotations
@@ -64,29 +65,11 @@ class PrecompiledLookup(Generic[M]):
             raise ValueError(f"Not a primary key of {self.model.__name__}: {value!r}") from None
 
     def _compile(self) -> _Compiled:
-        queryset = self.build(self.sentinel)
-        compiler: SQLCompiler = queryset.query.get_compiler(connection=connection)
-        sql, params = compiler.as_sql()
         sentinel = self.prepare(self.sentinel)
-        positions = [index for index, param in enumerate(params) if param == sentinel]
-        klass_info = compiler.klass_info
-        if len(positions) != 1 or klass_info is None or klass_info.get("related_klass_infos"):
-            raise ValueError(f"Cannot precompile {sql!r}: one lookup value and no select_related wanted")
-        fields = klass_info["select_fields"]
-        start, end = fields[0], fields[-1] + 1
-        converters = compiler.get_converters([column for column, _, _ in compiler.select])
-        return _Compiled(
-            sql=sql,
-            params=tuple(params),
-            value_index=positions[0],
-            model_start=start,
-            model_end=end,
-            init_list=[column[0].target.attname for column in compiler.select[start:end]],
-            annotations=list(compiler.annotation_col_map.items()),
-            converters=[
-                (position, funcs, expression) for position, (funcs, expression) in converters.items()
-            ],
-        )
+        compiled = _compile(self.build(self.sentinel), value=sentinel)
+        if compiled.value_index < 0:
+            raise ValueError(f"Cannot precompile {compiled.sql!r}: one lookup value wanted")
+        return compiled
 
     def run(self, value: Any) -> list[M]:
         """The rows for `value`; ValueError when it is not a primary key (e.g. not a UUID) of a pk lookup."""
@@ -96,19 +79,81 @@ class PrecompiledLookup(Generic[M]):
             compiled = self._compiled[key] = self._compile()
         params = list(compiled.params)
         params[compiled.value_index] = self.prepare(value)
-        with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, params)
-            rows = cursor.fetchall()
-        result = []
-        for fetched in rows:
-            row = list(fetched)
-            for position, funcs, expression in compiled.converters:
-                for convert in funcs:
-                    row[position] = convert(row[position], expression, connection)
-            obj = self.model.from_db(
-                connection.alias, compiled.init_list, row[compiled.model_start : compiled.model_end]
-            )
-            for name, position in compiled.annotations:
-                setattr(obj, name, row[position])
-            result.append(obj)
-        return result
+        return _instances(self.model, compiled, compiled.sql, params)
+
+
+class PrecompiledWindow(Generic[M]):
+    """Rows `offset` to `offset + limit` of an ordered queryset, compiled once per process.
+
+    The page of a list request with no filter in the default order, which every client paging
+    through a directory asks for: Django would build and compile the same query for each page.
+    LIMIT and OFFSET are appended to the compiled SQL. Same restrictions as PrecompiledLookup, and
+    the queryset takes no parameter at all.
+    """
+
+    def __init__(self, model: type[M], build: Callable[[], models.QuerySet[M]]) -> None:
+        self.model = model
+        self.build = build
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
+
+    def _compile(self) -> _Compiled:
+        queryset = self.build()
+        if not queryset.ordered or queryset.query.is_sliced:
+            raise ValueError("PrecompiledWindow needs an ordered, unsliced queryset")
+        compiled = _compile(queryset)
+        if compiled.params:
+            raise ValueError(f"Cannot precompile {compiled.sql!r} as a window: it takes parameters")
+        return compiled
+
+    def run(self, *, offset: int, limit: int) -> list[M]:
+        key = (connection.alias, connection.vendor)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = self._compile()
+        # Written into the SQL, as Django writes them: PostgreSQL plans a parameter LIMIT for a
+        # tenth of the table and keeps planning every page anew rather than use that plan.
+        sql = f"{compiled.sql} LIMIT {int(limit)} OFFSET {int(offset)}"
+        return _instances(self.model, compiled, sql, [])
+
+
+def _compile(queryset: models.QuerySet[Any], *, value: Any = None) -> _Compiled:
+    """The queryset's SQL and how to build instances from its rows; value_index is where `value` goes."""
+    compiler: SQLCompiler = queryset.query.get_compiler(connection=connection)
+    sql, params = compiler.as_sql()
+    positions = [index for index, param in enumerate(params) if value is not None and param == value]
+    klass_info = compiler.klass_info
+    if len(positions) > 1 or klass_info is None or klass_info.get("related_klass_infos"):
+        raise ValueError(f"Cannot precompile {sql!r}: at most one lookup value and no select_related")
+    fields = klass_info["select_fields"]
+    start, end = fields[0], fields[-1] + 1
+    converters = compiler.get_converters([column for column, _, _ in compiler.select])
+    return _Compiled(
+        sql=sql,
+        params=tuple(params),
+        value_index=positions[0] if positions else -1,
+        model_start=start,
+        model_end=end,
+        init_list=[column[0].target.attname for column in compiler.select[start:end]],
+        annotations=list(compiler.annotation_col_map.items()),
+        converters=[(position, funcs, expression) for position, (funcs, expression) in converters.items()],
+    )
+
+
+def _instances(model: type[M], compiled: _Compiled, sql: str, params: list[Any]) -> list[M]:
+    """Run `sql` and build instances the way Django's model iterator does."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    result = []
+    for fetched in rows:
+        row = list(fetched)
+        for position, funcs, expression in compiled.converters:
+            for convert in funcs:
+                row[position] = convert(row[position], expression, connection)
+        obj = model.from_db(
+            connection.alias, compiled.init_list, row[compiled.model_start : compiled.model_end]
+        )
+        for name, position in compiled.annotations:
+            setattr(obj, name, row[position])
+        result.append(obj)
+    return result

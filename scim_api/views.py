@@ -188,6 +188,14 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
         if "cursor" in params:
             return self.cursor_search(params, queryset, projection)
         page = Page.from_params(params)
+        if text is None and not params.get("sortby") and page.offset < _DEEP_OFFSET:
+            # Every resource in the default order (a client paging through the directory): the
+            # query is always the same, compiled once per process, and so is its count.
+            unfiltered = self.unfiltered_page(projection, page)
+            if unfiltered is not None:
+                rows, count_all = unfiltered
+                total = len(rows) if page.offset == 0 and len(rows) < page.count else count_all()
+                return self.list_response(rows, projection, total=total, start_index=page.start_index)
         ordering = order_by(params.get("sortby"), params.get("sortorder"), self.resource_type)
         rows = self.page_rows(queryset, ordering, page) if page.count else []
         if page.offset == 0 and len(rows) < page.count:
@@ -245,7 +253,7 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
 
     def page_rows(self, queryset: QuerySet[Any], ordering: list[Any], page: Page) -> list[Any]:
         window = queryset.order_by(*ordering)[page.offset : page.offset + page.count]
-        if page.offset < 1000:
+        if page.offset < _DEEP_OFFSET:
             return list(window)
         # Deep pages: find the page's ids on the narrow (created, id) index first, then load only
         # those rows; OFFSET over the full rows (and their joins) would read every row skipped.
@@ -258,6 +266,13 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
     def queryset(self, projection: Projection | None = None) -> QuerySet[Any]:
         """All resources of the type, loaded with what `projection` (when known) will render."""
         raise NotImplementedError
+
+    def unfiltered_page(
+        self, projection: Projection, page: Page
+    ) -> tuple[list[Any], Callable[[], int]] | None:
+        """A page of every resource in the default order, and how to count them all, without
+        building either query (None: this type takes the general path)."""
+        return None
 
     def render(self, rows: list[Any], projection: Projection) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -291,6 +306,17 @@ class UsersViewSet(ScimViewSet):
 
     def queryset(self, projection: Projection | None = None) -> QuerySet[User]:
         return selectors.user_list(with_groups=projection is not None and projection.includes("groups"))
+
+    def unfiltered_page(
+        self, projection: Projection, page: Page
+    ) -> tuple[list[User], Callable[[], int]] | None:
+        with_groups = projection.includes("groups")
+        rows = (
+            selectors.user_window(offset=page.offset, limit=page.count, with_groups=with_groups)
+            if page.count
+            else []
+        )
+        return rows, selectors.user_total
 
     def render(self, rows: list[User], projection: Projection) -> list[dict[str, Any]]:
         with_groups = projection.includes("groups")
@@ -633,6 +659,9 @@ class GroupsViewSet(ScimViewSet):
 
 
 T = TypeVar("T")
+
+# From this offset on, a page finds its ids on the narrow (created, id) index first (page_rows).
+_DEEP_OFFSET = 1000
 
 # How often a PATCH is read and applied optimistically before it takes a lock.
 _OPTIMISTIC_ATTEMPTS = 2

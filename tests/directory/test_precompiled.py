@@ -5,7 +5,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 
 from directory.models import Group, User
-from directory.precompiled import PrecompiledLookup
+from directory.precompiled import PrecompiledLookup, PrecompiledWindow
 
 pytestmark = pytest.mark.django_db
 
@@ -43,3 +43,39 @@ def test_a_queryset_with_select_related_is_refused():
     lookup = PrecompiledLookup(User, lambda pk: User.objects.select_related("manager").filter(pk=pk))
     with pytest.raises(ValueError, match="select_related"):
         lookup.run(uuid.uuid4())
+
+
+def test_a_precompiled_window_returns_the_slices_the_orm_returns(user_factory, group_factory):
+    from directory import selectors
+
+    group = group_factory(display_name="staff")
+    users = [user_factory(user_name=f"w{n}") for n in range(7)]
+    users[2].manager = users[0]
+    users[2].save()
+    group.memberships.create(member_user=users[3])
+    for with_groups in (False, True):
+        window = PrecompiledWindow(
+            User, lambda with_groups=with_groups: selectors.user_list(with_groups=with_groups)
+        )
+        for offset, limit in ((0, 3), (3, 3), (6, 3), (0, 100), (9, 2)):
+            expected = list(selectors.user_list(with_groups=with_groups)[offset : offset + limit])
+            found = window.run(offset=offset, limit=limit)
+            assert [_fields(row) for row in found] == [_fields(row) for row in expected]
+            assert [row.manager_display for row in found] == [row.manager_display for row in expected]
+            assert [selectors.user_values(row) for row in found] == [
+                selectors.user_values(row) for row in expected
+            ]
+            if with_groups:
+                assert [selectors.user_groups_loaded(row) for row in found] == [
+                    selectors.user_groups_loaded(row) for row in expected
+                ]
+    assert selectors.user_total() == User.objects.count() == 7
+
+
+def test_a_window_needs_an_ordered_queryset_without_parameters():
+    with pytest.raises(ValueError, match="ordered"):
+        PrecompiledWindow(User, lambda: User.objects.order_by()).run(offset=0, limit=1)
+    with pytest.raises(ValueError, match="parameters"):
+        PrecompiledWindow(User, lambda: User.objects.filter(user_name="x").order_by("id")).run(
+            offset=0, limit=1
+        )
