@@ -188,6 +188,7 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
         if "cursor" in params:
             return self.cursor_search(params, queryset, projection)
         page = Page.from_params(params)
+        ordering = order_by(params.get("sortby"), params.get("sortorder"), self.resource_type)
         if text is None and not params.get("sortby") and page.offset < _DEEP_OFFSET:
             # Every resource in the default order (a client paging through the directory): the
             # query is always the same, compiled once per process, and so is its count.
@@ -196,7 +197,6 @@ class ScimViewSet(ScimAPIView, viewsets.ViewSet):
                 rows, count_all = unfiltered
                 total = len(rows) if page.offset == 0 and len(rows) < page.count else count_all()
                 return self.list_response(rows, projection, total=total, start_index=page.start_index)
-        ordering = order_by(params.get("sortby"), params.get("sortorder"), self.resource_type)
         rows = self.page_rows(queryset, ordering, page) if page.count else []
         if page.offset == 0 and len(rows) < page.count:
             total = len(rows)  # a short first page is the whole result: no COUNT needed

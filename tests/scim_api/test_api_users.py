@@ -279,6 +279,36 @@ def test_list_query_count_does_not_grow_with_the_page(scim):
     assert queries(2) == queries(20)
 
 
+def test_unfiltered_pages_in_the_default_order_match_the_general_path(scim):
+    # No filter and no sortBy take the precompiled page (selectors.user_window); sortBy=meta.created
+    # orders the same way (created, then id) through the general path.
+    group = services.group_create(actor=SYSTEM, display_name="Readers")
+    for n in range(7):
+        user = services.user_create(
+            actor=SYSTEM, user_name=f"p{n}", values={"emails": [{"value": f"{n}@x.com"}]}
+        )
+        if n % 2:
+            services.membership_add(actor=SYSTEM, group_id=group.pk, user_ids=[user.pk])
+    for start, count in ((1, 3), (4, 3), (7, 3), (8, 3), (1, 100), (2, 0)):
+        default = scim.get("Users", startIndex=start, count=count)
+        general = scim.get("Users", startIndex=start, count=count, sortBy="meta.created")
+        assert default.status == general.status == HTTPStatus.OK
+        assert default.body == general.body, (start, count)
+        assert default.body["totalResults"] == 7
+    assert [r["userName"] for r in scim.get("Users", startIndex=4, count=3).body["Resources"]] == [
+        "p3",
+        "p4",
+        "p5",
+    ]
+    assert scim.get("Users", count=3, excludedAttributes="groups").body["Resources"][1].get("groups") is None
+
+
+def test_a_bad_sort_order_without_sort_by_is_still_refused(scim):
+    reply = scim.get("Users", sortOrder="sideways")
+    assert reply.status == HTTPStatus.BAD_REQUEST
+    assert reply.body["scimType"] == "invalidValue"
+
+
 # --- replace (PUT) ----------------------------------------------------------------------------
 
 
